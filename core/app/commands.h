@@ -1,0 +1,28 @@
+#pragma once
+// The subcommands of the `workbench` executable.
+#include <string>
+#include <vector>
+
+namespace workbench::app {
+
+struct RunArgs {
+  std::string experiment;
+  std::vector<std::string> overrides;  ///< --set key=value
+  std::string db = "results/workbench.db";
+  bool dump_config = false;
+};
+/// `workbench run`. Returns the process exit code: 0 finished, 1 failed, 130 interrupted.
+int run_command(const RunArgs& args);
+
+struct InspectArgs {
+  std::string file;
+  std::string npy;
+  long sample_rate = 16000;
+  long num_mel_bins = 80;
+};
+int inspect_audio_command(const InspectArgs& args);
+
+/// `workbench plugins [--describe NAME]`.
+int plugins_command(const std::string& describe, const std::vector<std::string>& extra_dirs);
+
+}  // namespace workbench::app

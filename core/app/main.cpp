@@ -1,0 +1,46 @@
+// workbench: joint speech-text pre-training experiments from TOML files, recorded in SQLite.
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"workbench: SLAM/mSLAM-style speech-text pre-training, plugins named in TOML, runs in SQLite"};
+  app.require_subcommand(1);
+
+  workbench::app::RunArgs run;
+  auto* run_cmd = app.add_subcommand("run", "train an experiment and record it");
+  run_cmd->add_option("experiment", run.experiment, "experiment file (.toml)")->required();
+  run_cmd->add_option("--set", run.overrides, "override a config value, e.g. --set trainer.steps=100")
+      ->take_all()
+      ->expected(1);
+  run_cmd->add_option("--db", run.db, "SQLite run store")->capture_default_str();
+  run_cmd->add_flag("--dump-config", run.dump_config, "print the resolved configuration and exit");
+
+  workbench::app::InspectArgs inspect;
+  auto* inspect_cmd = app.add_subcommand("inspect-audio", "print an audio file's facts and filterbank shape");
+  inspect_cmd->add_option("file", inspect.file, "audio file (any format libsndfile reads)")->required();
+  inspect_cmd->add_option("--npy", inspect.npy, "write the log-mel features (T, F) as a .npy file");
+  inspect_cmd->add_option("--sample-rate", inspect.sample_rate, "resample to this rate (Hz) first")
+      ->capture_default_str();
+  inspect_cmd->add_option("--num-mel-bins", inspect.num_mel_bins, "mel channels")->capture_default_str();
+
+  std::string describe;
+  std::vector<std::string> plugin_dirs;
+  auto* plugins_cmd = app.add_subcommand("plugins", "list the plugins found (kind, name, version, path)");
+  plugins_cmd->add_option("--describe", describe, "show one plugin's options");
+  plugins_cmd->add_option("--path", plugin_dirs, "extra plugin directory")->expected(1)->take_all();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*run_cmd) return workbench::app::run_command(run);
+    if (*inspect_cmd) return workbench::app::inspect_audio_command(inspect);
+    if (*plugins_cmd) return workbench::app::plugins_command(describe, plugin_dirs);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

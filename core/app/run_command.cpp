@@ -1,0 +1,309 @@
+// `workbench run`: resolve the experiment, record the run, build every component from its plugin,
+// train, evaluate, checkpoint, and record the outcome (finished, failed or interrupted) whatever happens.
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "workbench/data.h"
+#include "workbench/dataset.h"
+#include "workbench/error.h"
+#include "workbench/experiment.h"
+#include "workbench/registry.h"
+#include "workbench/run_store.h"
+#include "workbench/runtime.h"
+#include "workbench/trainer.h"
+#include "workbench/vocabulary.h"
+
+namespace workbench::app {
+
+namespace fs = std::filesystem;
+using results::RunStatus;
+using results::RunStore;
+
+namespace {
+
+class StoreSink final : public MetricSink {
+ public:
+  StoreSink(RunStore& store, std::int64_t run) : store_(store), run_(run) {}
+  void record(std::int64_t step, const std::vector<std::pair<std::string, double>>& metrics) override {
+    store_.log_metrics(run_, step, metrics);
+  }
+
+ private:
+  RunStore& store_;
+  std::int64_t run_;
+};
+
+results::Param to_param(const std::string& key, const OptionValue& v) {
+  results::Param p;
+  p.key = key;
+  if (const auto* s = std::get_if<std::string>(&v)) {
+    p.text = *s;  // strings unquoted: WHERE value_text = 'conformer'
+  } else {
+    p.text = to_toml(v);
+  }
+  if (const auto* b = std::get_if<bool>(&v)) p.number = *b ? 1.0 : 0.0;
+  if (const auto* i = std::get_if<std::int64_t>(&v)) p.number = static_cast<double>(*i);
+  if (const auto* d = std::get_if<double>(&v)) p.number = *d;
+  return p;
+}
+
+c10::Device pick_device(const std::string& choice) {
+  if (choice == "cpu") return c10::Device(c10::DeviceType::CPU);
+  bool cuda = torch::cuda::is_available();
+  if (choice == "cuda" && !cuda)
+    throw ConfigError("trainer.device = \"cuda\" but CUDA is not available (a CPU-only LibTorch, or no GPU)");
+  return cuda ? c10::Device(c10::DeviceType::CUDA, 0) : c10::Device(c10::DeviceType::CPU);
+}
+
+FeatureSettings feature_settings(const Options& f) {
+  FeatureSettings s;
+  s.fbank.sample_rate(static_cast<double>(f.get_int("sample_rate")))
+      .num_mel_bins(f.get_int("num_mel_bins"))
+      .frame_length_ms(f.get_float("frame_length_ms"))
+      .frame_shift_ms(f.get_float("frame_shift_ms"))
+      .preemphasis(f.get_float("preemphasis"))
+      .low_freq(f.get_float("low_freq"))
+      .high_freq(f.get_float("high_freq"))
+      .window(f.get_string("window"));
+  s.utterance_cmvn = f.get_string("cmvn") == "utterance";
+  return s;
+}
+
+std::string raw_file_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Built {
+  ExperimentConfig config;
+  Registry registry;
+};
+
+}  // namespace
+
+int run_command(const RunArgs& args) {
+  install_interrupt_handler();
+  const auto t_start = std::chrono::steady_clock::now();
+
+  // Resolve the configuration first: --dump-config must not touch the database.
+  Registry registry;
+  std::unique_ptr<ExperimentConfig> config;
+  std::string config_error;
+  try {
+    ExperimentFile file = ExperimentFile::parse(args.experiment, args.overrides);
+    for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
+    for (const auto& d : file.plugin_paths()) registry.load_directory(d);
+    config = std::make_unique<ExperimentConfig>(file.resolve(
+        [&](PluginKind kind, const std::string& name, const std::string& where) -> const OptionSchema& {
+          return registry.get(kind, name, where).descriptor.options;
+        }));
+  } catch (const Error& e) {
+    if (args.dump_config) throw;
+    config_error = e.what();
+  }
+  if (args.dump_config) {
+    std::fputs(config->resolved_toml.c_str(), stdout);
+    return 0;
+  }
+
+  RunStore store(args.db);
+  results::RunInfo info;
+  info.experiment_path = args.experiment;
+  info.host = host_name();
+  info.git_revision = workbench_git_revision();
+  info.torch_version = torch_header_version();
+  if (!config) {
+    // Nothing is lost: even a run whose file does not parse is recorded, with the text it had.
+    info.experiment_name = fs::path(args.experiment).stem().string();
+    info.config_toml = raw_file_text(args.experiment);
+    info.device = "none";
+    auto run = store.begin_run(info);
+    store.finish_run(run, RunStatus::Failed, config_error);
+    std::fprintf(stderr, "error: %s\n(recorded as failed run %lld in %s)\n", config_error.c_str(),
+                 static_cast<long long>(run), args.db.c_str());
+    return 1;
+  }
+  const ExperimentConfig& cfg = *config;
+  const Options& tr = cfg.trainer;
+
+  // Threads before anything runs on the pools.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = tr.get_int("threads") > 0 ? static_cast<int>(tr.get_int("threads")) : cores;
+  at::set_num_threads(threads);
+  BlasInfo blas = detect_blas();
+  if (tr.get_int("blas_threads") > 0) set_blas_threads(static_cast<int>(tr.get_int("blas_threads")));
+  blas = detect_blas();
+  c10::Device device = pick_device(tr.get_string("device"));
+
+  info.experiment_name = cfg.name;
+  info.config_toml = cfg.resolved_toml;
+  info.config_hash = results::sha256_text(cfg.resolved_toml);
+  info.seed = cfg.seed;
+  info.device = device.str();
+  const std::int64_t run = store.begin_run(info);
+
+  std::fprintf(stderr, "workbench run %lld: %s (%s)\n", static_cast<long long>(run), cfg.name.c_str(),
+               args.experiment.c_str());
+  std::fprintf(stderr, "  LibTorch %s, device %s, %d intra-op threads; BLAS: %s%s%s\n", info.torch_version.c_str(),
+               info.device.c_str(), threads, blas.name.c_str(), blas.path.empty() ? "" : " at ",
+               blas.path.c_str());
+  if (blas.reference)
+    std::fprintf(stderr,
+                 "  WARNING: LibTorch is using the reference BLAS, about 17x slower than OpenBLAS here. Install "
+                 "libopenblas0-pthread (scripts/install-deps.sh does) or select it with update-alternatives "
+                 "--config libblas.so.3-$(dpkg-architecture -qDEB_HOST_MULTIARCH).\n");
+
+  try {
+    std::vector<results::Param> params;
+    for (const auto& [k, v] : cfg.flat) params.push_back(to_param(k, v));
+    params.push_back(to_param("runtime.threads", std::int64_t{threads}));
+    params.push_back(to_param("runtime.blas", blas.name));
+    store.add_params(run, params);
+
+    // Record exactly the plugins this run uses.
+    std::vector<const ComponentConfig*> components;
+    for (const auto& d : cfg.data) components.push_back(&d);
+    components.push_back(&cfg.speech_encoder);
+    for (const auto& o : cfg.objectives) components.push_back(&o);
+    for (const auto& e : cfg.evaluators) components.push_back(&e);
+    std::set<std::pair<PluginKind, std::string>> recorded;
+    for (const auto* c : components) {
+      if (!recorded.insert({c->kind, c->plugin}).second) continue;
+      const auto& p = registry.get(c->kind, c->plugin, c->section);
+      store.add_plugin(run, {to_string(c->kind), p.descriptor.name, p.descriptor.version, p.path, p.sha256()});
+    }
+
+    torch::manual_seed(static_cast<std::uint64_t>(cfg.seed));
+    const FeatureSettings features = feature_settings(cfg.frontend);
+    BuildContext base;
+    base.device = device;
+    base.seed = static_cast<std::uint64_t>(cfg.seed);
+    base.sample_rate = cfg.frontend.get_int("sample_rate");
+
+    // Data: load, then build the vocabulary from the transcripts the objectives train on.
+    std::set<std::string> train_names, eval_names;
+    for (const auto& o : cfg.objectives) train_names.insert(o.core.get_string("data"));
+    for (const auto& e : cfg.evaluators) eval_names.insert(e.core.get_string("data"));
+    std::map<std::string, std::vector<Utterance>> raw;
+    std::map<std::string, BatchKind> kinds;
+    auto t_data = std::chrono::steady_clock::now();
+    for (const auto& d : cfg.data) {
+      if (!train_names.count(d.name) && !eval_names.count(d.name)) continue;
+      auto dataset = registry.create_as<Dataset>(PluginKind::Dataset, d.plugin, d.options, base);
+      kinds[d.name] = dataset->kind();
+      raw[d.name] = dataset->load(base);
+    }
+    std::vector<std::string> train_texts;
+    for (const auto& n : train_names)
+      if (kinds[n] != BatchKind::Speech)
+        for (const auto& u : raw[n]) train_texts.push_back(u.text);
+    auto vocabulary = std::make_shared<const Vocabulary>(Vocabulary::from_texts(train_texts));
+
+    std::map<std::string, PreparedData> prepared;
+    for (auto& [name, utts] : raw) {
+      const ComponentConfig* d = cfg.find_data(name);
+      // Long utterances are dropped from training only; evaluation keeps everything.
+      double max_seconds = train_names.count(name) ? d->core.get_float("max_seconds") : 0.0;
+      prepared[name] = prepare_data(name, kinds[name], std::move(utts), features, vocabulary.get(), max_seconds);
+    }
+    raw.clear();
+    const double frames_per_second = 1000.0 / cfg.frontend.get_float("frame_shift_ms");
+    std::vector<results::Param> derived;
+    for (const auto& [name, p] : prepared) {
+      derived.push_back(to_param("derived.data." + name + ".utterances", static_cast<std::int64_t>(p.size())));
+      derived.push_back(to_param("derived.data." + name + ".hours", p.seconds / 3600.0));
+      std::fprintf(stderr, "  data %-8s %6zu utterances, %.2f h\n", name.c_str(), p.size(), p.seconds / 3600.0);
+    }
+    derived.push_back(to_param("derived.vocabulary_size", vocabulary->size()));
+    std::fprintf(stderr, "  %lld characters in the vocabulary (blank and unknown included); data ready in %.1f s\n",
+                 static_cast<long long>(vocabulary->size()),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_data).count());
+
+    std::map<std::string, std::shared_ptr<BucketBatcher>> batchers;
+    std::map<std::string, std::vector<Batch>> eval_batches;
+    for (const auto& [name, p] : prepared) {
+      const auto& c = cfg.find_data(name)->core;
+      BatchingOptions b;
+      b.batch_seconds = c.get_float("batch_seconds");
+      b.max_batch = c.get_int("max_batch");
+      b.shuffle = c.get_bool("shuffle");
+      b.frames_per_second = frames_per_second;
+      auto batcher = std::make_shared<BucketBatcher>(p, b, static_cast<std::uint64_t>(cfg.seed));
+      if (eval_names.count(name)) eval_batches[name] = batcher->all();
+      if (train_names.count(name)) batchers[name] = batcher;
+    }
+
+    // Model and objectives.
+    ModelParts model;
+    BuildContext enc_ctx = base;
+    enc_ctx.input_dim = features.fbank.num_mel_bins();
+    model.speech_encoder =
+        registry.create_as<Encoder>(PluginKind::Encoder, cfg.speech_encoder.plugin, cfg.speech_encoder.options, enc_ctx);
+    BuildContext loss_ctx = base;
+    loss_ctx.model_dim = model.speech_encoder->output_dim();
+    loss_ctx.vocabulary = vocabulary;
+    std::vector<Objective> objectives;
+    for (const auto& o : cfg.objectives)
+      objectives.push_back({o.name, registry.create_as<Loss>(PluginKind::Loss, o.plugin, o.options, loss_ctx),
+                            o.core.get_float("weight"), o.core.get_string("data")});
+    std::vector<EvaluatorSlot> evaluators;
+    for (const auto& e : cfg.evaluators)
+      evaluators.push_back({e.name, registry.create_as<Evaluator>(PluginKind::Evaluator, e.plugin, e.options, base),
+                            e.core.get_string("data"), e.core.get_int("every")});
+
+    StoreSink sink(store, run);
+    Trainer trainer(tr, model, std::move(objectives), std::move(evaluators), std::move(batchers),
+                    std::move(eval_batches), device, sink);
+    std::int64_t total_params = 0;
+    for (const auto& [name, n] : trainer.parameter_counts()) {
+      derived.push_back(to_param("derived.parameters." + name, n));
+      total_params += n;
+      std::fprintf(stderr, "  %-22s %10lld parameters\n", name.c_str(), static_cast<long long>(n));
+    }
+    derived.push_back(to_param("derived.parameters.total", total_params));
+    store.add_params(run, derived);
+
+    TrainResult result = trainer.train();
+
+    const fs::path ckpt = fs::path(tr.get_string("checkpoint_dir")) / fmt::format("run-{}", run) / "final.pt";
+    trainer.save_checkpoint(ckpt.string(), cfg.resolved_toml, vocabulary->serialize());
+    store.add_params(run, {to_param("derived.checkpoint", ckpt.string()),
+                           to_param("derived.steps_done", result.steps),
+                           to_param("derived.train_seconds", result.train_seconds)});
+    store.finish_run(run, RunStatus::Finished);
+    double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::fprintf(stderr, "run %lld finished: %lld steps, %.1f s training, %.1f s in all; checkpoint %s\n",
+                 static_cast<long long>(run), static_cast<long long>(result.steps), result.train_seconds, total_s,
+                 ckpt.string().c_str());
+    for (const auto& [k, v] : result.final_metrics)
+      if (k.find('/', k.find('/') + 1) == std::string::npos) std::fprintf(stderr, "  %-16s %.4f\n", k.c_str(), v);
+    std::fprintf(stderr, "  sqlite3 %s \"SELECT key, step, value FROM metrics WHERE run_id = %lld\"\n", args.db.c_str(),
+                 static_cast<long long>(run));
+    return 0;
+  } catch (const Interrupted& e) {
+    store.finish_run(run, RunStatus::Interrupted, e.what());
+    std::fprintf(stderr, "\nrun %lld interrupted (recorded in %s)\n", static_cast<long long>(run), args.db.c_str());
+    return 130;
+  } catch (const std::exception& e) {
+    store.finish_run(run, RunStatus::Failed, e.what());
+    std::fprintf(stderr, "\nerror: %s\n(recorded as failed run %lld in %s)\n", e.what(), static_cast<long long>(run),
+                 args.db.c_str());
+    return 1;
+  }
+}
+
+}  // namespace workbench::app

@@ -1,0 +1,34 @@
+#pragma once
+// The base of everything a plugin creates, and what the core tells a factory when it builds one.
+#include <cstdint>
+#include <memory>
+
+#include <c10/core/Device.h>
+
+namespace workbench {
+
+class Vocabulary;
+
+/// Base class of encoders, losses, datasets and evaluators. The out-of-line destructor in
+/// libworkbench_core anchors the typeinfo, so dynamic_cast works across plugin libraries.
+class Component {
+ public:
+  virtual ~Component();
+};
+
+/// What the core knows when it builds a component; fields that do not apply to a kind are 0/null.
+struct BuildContext {
+  /// Encoders: the input feature dimension F (log-mel bins for a speech encoder).
+  std::int64_t input_dim = 0;
+  /// Losses: the output dimension D of the speech encoder.
+  std::int64_t model_dim = 0;
+  /// Losses: the character vocabulary built from the training transcripts (blank = 0).
+  std::shared_ptr<const Vocabulary> vocabulary;
+  /// Datasets: the sample rate (Hz) that audio must be delivered at.
+  std::int64_t sample_rate = 16000;
+  /// Where parameters will live; components may create tensors there directly.
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  std::uint64_t seed = 0;
+};
+
+}  // namespace workbench

@@ -1,0 +1,74 @@
+#pragma once
+// The core's data pipeline: utterances -> filterbank features and token ids -> length-bucketed batches.
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "workbench/batch.h"
+#include "workbench/fbank.h"
+
+namespace workbench {
+
+class Vocabulary;
+
+/// One data source with features computed once, up front (it is small next to a training run, and
+/// it keeps feature extraction off the training step).
+struct PreparedData {
+  std::string name;  ///< the [data.<name>] it came from
+  BatchKind kind = BatchKind::Paired;
+  std::vector<torch::Tensor> features;             ///< each (T_i, F) float32, 10 ms frames
+  std::vector<std::vector<std::int64_t>> tokens;   ///< vocabulary ids of each transcript
+  std::vector<std::string> ids, langs, texts;
+  double seconds = 0;                              ///< total audio (s)
+  std::size_t size() const { return ids.size(); }
+};
+
+struct FeatureSettings {
+  FbankOptions fbank;
+  bool utterance_cmvn = true;
+};
+
+/// Computes features (in parallel over utterances) and encodes transcripts with `vocabulary` (may be
+/// null: tokens stay empty). Utterances longer than `max_seconds` (> 0) and shorter than one frame are
+/// dropped; so are paired utterances with an empty transcript. The samples are released as it goes.
+PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
+                          const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds);
+
+/// Pads a selection of examples into a Batch (on the CPU).
+Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices);
+
+struct BatchingOptions {
+  double batch_seconds = 160;  ///< padded audio per batch (s): B * T_max * hop <= this
+  std::int64_t max_batch = 64;
+  bool shuffle = true;
+  double frames_per_second = 100;
+};
+
+/// Length-bucketed batches: each epoch sorts the examples by length (with a little seeded jitter so that
+/// batches differ between epochs), cuts batches under the padded-audio budget, and shuffles their order.
+class BucketBatcher {
+ public:
+  BucketBatcher(const PreparedData& data, BatchingOptions options, std::uint64_t seed);
+  /// The next training batch; endless, a new epoch starts when one ends.
+  Batch next();
+  /// Every example once, in length order, in deterministic batches (evaluation).
+  std::vector<Batch> all() const;
+  BatchKind kind() const { return data_.kind; }
+  std::int64_t epoch() const { return epoch_; }
+  std::size_t batches_per_epoch() const { return plan_.size(); }
+
+ private:
+  /// With `jitter_rng`: jittered lengths and shuffled batch order; without: deterministic.
+  std::vector<std::vector<std::size_t>> make_plan(std::mt19937_64* jitter_rng) const;
+  const PreparedData& data_;
+  BatchingOptions options_;
+  std::mt19937_64 rng_;
+  std::vector<std::vector<std::size_t>> plan_;
+  std::size_t cursor_ = 0;
+  std::int64_t epoch_ = 0;
+};
+
+}  // namespace workbench

@@ -1,0 +1,33 @@
+#pragma once
+// Evaluator plugins: metrics computed on held-out data during and after training.
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "workbench/batch.h"
+#include "workbench/component.h"
+#include "workbench/loss.h"
+#include "workbench/model.h"
+
+namespace workbench {
+
+struct EvalContext {
+  const std::vector<Batch>& batches;  ///< on the CPU; move with Batch::to(device)
+  ModelParts& model;                  ///< already in eval mode, under NoGradGuard
+  const std::map<std::string, std::shared_ptr<Loss>>& objectives;  ///< by objective name
+  c10::Device device;
+};
+
+class Evaluator : public Component {
+ public:
+  ~Evaluator() override;
+  /// Named metrics, e.g. {"cer", 0.41}, {"cer/en", 0.38}. The trainer prefixes them with the
+  /// evaluator's data name ("dev/cer") when it records them.
+  virtual std::vector<std::pair<std::string, double>> evaluate(const EvalContext& context) = 0;
+};
+
+}  // namespace workbench

@@ -1,0 +1,93 @@
+#pragma once
+// Experiment files: TOML in, a fully resolved and validated configuration out.
+//
+// Layout of an experiment file (every section but [experiment] may be omitted where it has defaults):
+//   [experiment]              name, seed, description
+//   [plugins]                 paths = ["dir", ...]   extra plugin directories, relative to the file
+//   [frontend]                log-mel filterbank options (core)
+//   [trainer]                 optimiser, schedule, threads, device, logging (core)
+//   [data.<name>]             plugin = "<dataset>", batching keys (core) + the plugin's options
+//   [model.speech_encoder]    plugin = "<encoder>" + the plugin's options
+//   [objectives.<name>]       plugin = "<loss>", weight, data + the plugin's options
+//   [evaluators.<name>]       plugin = "<evaluator>", data, every + the plugin's options
+// Unknown keys, wrong types and unknown plugins are ConfigErrors that give file:line:column and list
+// what is allowed (lessons from fairseq/Hydra users: a misspelled key must never be silently ignored).
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "workbench/options.h"
+#include "workbench/plugin.h"
+
+namespace workbench {
+
+/// One plugin-backed component of the experiment.
+struct ComponentConfig {
+  std::string section;  ///< "objectives.ctc"
+  std::string name;     ///< "ctc" (the part after the dot; "speech_encoder" for the model)
+  PluginKind kind = PluginKind::Loss;
+  std::string plugin;   ///< plugin name
+  Options core;         ///< the core's keys of this section (weight, data, every, batch_seconds...)
+  Options options;      ///< the plugin's own options, validated against its schema
+};
+
+struct ExperimentConfig {
+  std::string path;  ///< the experiment file as given
+  std::string name;
+  std::string description;
+  std::int64_t seed = 1;
+  std::vector<std::string> plugin_paths;  ///< absolute
+  Options frontend;
+  Options trainer;
+  std::vector<ComponentConfig> data;
+  ComponentConfig speech_encoder;
+  std::vector<ComponentConfig> objectives;
+  std::vector<ComponentConfig> evaluators;
+
+  /// The whole resolved configuration (defaults filled in) as TOML; parses back to the same config.
+  std::string resolved_toml;
+  /// Every resolved value by dotted key ("trainer.lr"), for the run store's params table.
+  std::vector<std::pair<std::string, OptionValue>> flat;
+
+  const ComponentConfig* find_data(const std::string& name) const;
+};
+
+/// Finds a plugin's schema by kind and name; throws ConfigError (with `where`) for an unknown plugin.
+using SchemaLookup =
+    std::function<const OptionSchema&(PluginKind kind, const std::string& name, const std::string& where)>;
+
+/// A parsed, not yet validated experiment file with its `--set` overrides applied.
+class ExperimentFile {
+ public:
+  /// Parses `path`. Overrides are "dotted.key=value"; the value is read as TOML and, when that fails, as
+  /// a bare string. Throws ConfigError with file:line:column for syntax errors, and naming the override
+  /// for a bad one.
+  static ExperimentFile parse(const std::string& path, const std::vector<std::string>& overrides = {});
+  /// Same, from text (for tests); `path` is used in messages and to resolve relative plugin paths.
+  static ExperimentFile parse_text(const std::string& text, const std::string& path,
+                                   const std::vector<std::string>& overrides = {});
+
+  /// [plugins].paths, made absolute relative to the file's directory. Needed before resolve(),
+  /// because the schemas come from plugins that may live there.
+  std::vector<std::string> plugin_paths() const;
+
+  /// Validates every section and key, fills in defaults, and renders the resolved configuration.
+  ExperimentConfig resolve(const SchemaLookup& lookup) const;
+
+  ~ExperimentFile();
+  ExperimentFile(ExperimentFile&&) noexcept;
+  ExperimentFile& operator=(ExperimentFile&&) noexcept;
+
+ private:
+  struct Impl;
+  explicit ExperimentFile(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The core's own schemas, for `workbench plugins --describe`-style help and for tests.
+const OptionSchema& frontend_schema();
+const OptionSchema& trainer_schema();
+
+}  // namespace workbench

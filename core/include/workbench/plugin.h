@@ -1,0 +1,77 @@
+#pragma once
+// The plugin contract: what a plugin .so exports and how the core checks it before use.
+//
+// A plugin exports two symbols, both written by WORKBENCH_PLUGIN(describe_function):
+//   * `workbench_plugin_abi`: a plain C struct (PluginAbi) that the loader reads *before* touching any
+//     C++ type, so that a plugin built for another plugin API version, another LibTorch or another
+//     C++ ABI is refused with both sides named instead of crashing (the ggml backend-loader habit);
+//   * `workbench_describe_plugin`: a Boost.DLL alias of a function returning the PluginDescriptor
+//     (kind, name, version, description, option schema and factory).
+// Libraries stay loaded for the life of the process; every object a factory makes also holds its
+// library, so nothing a plugin created can outlive its code.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/config.hpp>
+#include <boost/dll/alias.hpp>
+#include <torch/version.h>
+
+#include "workbench/component.h"
+#include "workbench/options.h"
+
+namespace workbench {
+
+/// Bumped whenever a header under workbench/ changes in a way that breaks built plugins.
+constexpr std::uint32_t kPluginApiVersion = 1;
+/// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
+constexpr std::uint32_t kPluginMagic = 0x4c504257;
+
+enum class PluginKind { Encoder, Loss, Dataset, Evaluator };
+const char* to_string(PluginKind kind);
+/// Parses "encoder", "loss", "dataset", "evaluator"; throws std::invalid_argument otherwise.
+PluginKind plugin_kind_from_string(const std::string& text);
+
+/// Plain-C block checked before anything else. Its layout never changes.
+struct PluginAbi {
+  std::uint32_t magic;
+  std::uint32_t api_version;
+  char torch_version[32];  ///< "MAJOR.MINOR.PATCH" of the LibTorch headers the plugin was built with
+  std::int32_t cxx11_abi;  ///< _GLIBCXX_USE_CXX11_ABI of the plugin's build
+};
+
+/// Describes one plugin and knows how to build its component.
+struct PluginDescriptor {
+  PluginKind kind = PluginKind::Loss;
+  std::string name;         ///< unique per kind, e.g. "conformer", "ctc"
+  std::string version;      ///< the plugin's own version, recorded with every run
+  std::string description;  ///< one line for `workbench plugins`
+  OptionSchema options;
+  /// Builds the component from validated options. May throw; the core reports the plugin and path.
+  std::function<std::shared_ptr<Component>(const Options&, const BuildContext&)> create;
+};
+
+/// The LibTorch version these headers come from, "MAJOR.MINOR.PATCH".
+std::string torch_header_version();
+
+}  // namespace workbench
+
+#define WORKBENCH_STRINGIFY_IMPL(x) #x
+#define WORKBENCH_STRINGIFY(x) WORKBENCH_STRINGIFY_IMPL(x)
+
+// Tests build deliberately broken plugins by overriding this.
+#ifndef WORKBENCH_PLUGIN_API_VERSION_OVERRIDE
+#define WORKBENCH_PLUGIN_API_VERSION_OVERRIDE ::workbench::kPluginApiVersion
+#endif
+
+/// Exports a plugin. `describe` is a function `workbench::PluginDescriptor describe()`.
+/// Use once per plugin library, at namespace scope.
+#define WORKBENCH_PLUGIN(describe)                                                                   \
+  extern "C" BOOST_SYMBOL_EXPORT const ::workbench::PluginAbi workbench_plugin_abi;                \
+  extern "C" const ::workbench::PluginAbi workbench_plugin_abi = {                                 \
+      ::workbench::kPluginMagic, WORKBENCH_PLUGIN_API_VERSION_OVERRIDE,                           \
+      WORKBENCH_STRINGIFY(TORCH_VERSION_MAJOR) "." WORKBENCH_STRINGIFY(                            \
+          TORCH_VERSION_MINOR) "." WORKBENCH_STRINGIFY(TORCH_VERSION_PATCH),                       \
+      _GLIBCXX_USE_CXX11_ABI};                                                                     \
+  BOOST_DLL_ALIAS(describe, workbench_describe_plugin)

@@ -1,0 +1,22 @@
+#pragma once
+// UTF-8 text helpers for character-level models and CER/WER.
+#include <string>
+#include <vector>
+
+namespace workbench {
+
+/// Decodes UTF-8 into code points. Invalid bytes become U+FFFD.
+std::u32string utf8_decode(const std::string& text);
+std::string utf8_encode(const std::u32string& text);
+std::string utf8_encode(char32_t code_point);
+
+/// Unicode-aware lower-casing (Latin, Cyrillic, Greek...), via the C.UTF-8 locale of glibc.
+std::string to_lower(const std::string& text);
+
+/// Collapses runs of white space into one space and trims both ends.
+std::string normalize_space(const std::string& text);
+
+/// Splits on white space.
+std::vector<std::string> split_words(const std::string& text);
+
+}  // namespace workbench

@@ -1,0 +1,24 @@
+// Out-of-line destructors: the key functions that pin each interface's typeinfo and vtable to
+// libworkbench_core, so dynamic_cast and catch work the same in every plugin library.
+#include "workbench/dataset.h"
+#include "workbench/encoder.h"
+#include "workbench/error.h"
+#include "workbench/evaluator.h"
+#include "workbench/loss.h"
+
+namespace workbench {
+
+Error::~Error() = default;
+ConfigError::~ConfigError() = default;
+PluginError::~PluginError() = default;
+DataError::~DataError() = default;
+Interrupted::~Interrupted() = default;
+
+Component::~Component() = default;
+Encoder::~Encoder() = default;
+Loss::~Loss() = default;
+FramePredictor::~FramePredictor() = default;
+Dataset::~Dataset() = default;
+Evaluator::~Evaluator() = default;
+
+}  // namespace workbench

@@ -1,0 +1,188 @@
+#include "workbench/audio.h"
+
+#include <sndfile.h>
+#include <soxr.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <memory>
+#include <string>
+
+namespace workbench {
+namespace {
+
+struct SndfileCloser {
+  void operator()(SNDFILE* f) const noexcept {
+    if (f != nullptr) sf_close(f);
+  }
+};
+using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
+
+std::string quoted(const std::string& path) { return "'" + path + "'"; }
+
+SndfilePtr open_for_reading(const std::string& path, SF_INFO& info) {
+  info = SF_INFO{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (f == nullptr) {
+    // With a null handle sf_strerror reports the error of the last failed sf_open in this thread.
+    throw AudioError("cannot open " + quoted(path) + ": " + sf_strerror(nullptr));
+  }
+  return SndfilePtr(f);
+}
+
+}  // namespace
+
+AudioInfo probe_audio(const std::string& path) {
+  SF_INFO info;
+  SndfilePtr f = open_for_reading(path, info);
+  AudioInfo out;
+  out.sample_rate = info.samplerate;
+  out.frames = info.frames;
+  out.channels = info.channels;
+  return out;
+}
+
+Audio read_audio(const std::string& path) {
+  SF_INFO info;
+  SndfilePtr f = open_for_reading(path, info);
+  if (info.channels <= 0 || info.samplerate <= 0) {
+    throw AudioError("cannot read " + quoted(path) + ": invalid header (" + std::to_string(info.channels) +
+                     " channels, " + std::to_string(info.samplerate) + " Hz)");
+  }
+  // Integer PCM is normalised to [-1, 1) (divide by 2^(bits-1)); float files are passed through.
+  sf_command(f.get(), SFC_SET_NORM_FLOAT, nullptr, SF_TRUE);
+
+  const int channels = info.channels;
+  Audio audio;
+  audio.sample_rate = info.samplerate;
+  // The header's frame count is a hint only (some containers do not know it, or overstate it),
+  // so decode in blocks until end of stream.
+  if (info.frames > 0 && info.frames < (std::int64_t{1} << 34)) {
+    audio.samples.reserve(static_cast<std::size_t>(info.frames));
+  }
+  constexpr sf_count_t kBlockFrames = 1 << 16;
+  std::vector<float> block(static_cast<std::size_t>(kBlockFrames) * static_cast<std::size_t>(channels));
+  for (;;) {
+    const sf_count_t got = sf_readf_float(f.get(), block.data(), kBlockFrames);
+    if (got < 0) break;
+    if (got == 0) {
+      const int err = sf_error(f.get());
+      if (err != SF_ERR_NO_ERROR) {
+        throw AudioError("cannot decode " + quoted(path) + ": " + sf_strerror(f.get()));
+      }
+      break;
+    }
+    if (channels == 1) {
+      audio.samples.insert(audio.samples.end(), block.begin(), block.begin() + got);
+    } else {
+      const float scale = 1.0f / static_cast<float>(channels);
+      for (sf_count_t i = 0; i < got; ++i) {
+        const float* frame = block.data() + i * channels;
+        float sum = 0.0f;
+        for (int c = 0; c < channels; ++c) sum += frame[c];
+        audio.samples.push_back(sum * scale);
+      }
+    }
+  }
+  if (audio.samples.empty()) {
+    const int err = sf_error(f.get());
+    if (err != SF_ERR_NO_ERROR) {
+      throw AudioError("cannot decode " + quoted(path) + ": " + sf_strerror(f.get()));
+    }
+    throw AudioError("audio file " + quoted(path) + " contains no audio frames");
+  }
+  return audio;
+}
+
+std::vector<float> resample(const std::vector<float>& in, double from_hz, double to_hz) {
+  if (!(std::isfinite(from_hz) && from_hz > 0.0 && std::isfinite(to_hz) && to_hz > 0.0)) {
+    throw AudioError("cannot resample from " + std::to_string(from_hz) + " Hz to " + std::to_string(to_hz) +
+                     " Hz: sample rates must be positive and finite");
+  }
+  if (from_hz == to_hz || in.empty()) return in;
+
+  const double ratio = to_hz / from_hz;
+  const auto expected = static_cast<std::size_t>(std::llround(static_cast<double>(in.size()) * ratio));
+  // Leave headroom: soxr_oneshot flushes the filter tail and may produce a sample or two more.
+  std::vector<float> out(expected + 16);
+  std::size_t idone = 0;
+  std::size_t odone = 0;
+  const soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+  const soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);
+  const soxr_runtime_spec_t runtime = soxr_runtime_spec(1);
+  const soxr_error_t err = soxr_oneshot(from_hz, to_hz, 1, in.data(), in.size(), &idone, out.data(), out.size(),
+                                        &odone, &io, &quality, &runtime);
+  if (err != nullptr) {
+    throw AudioError("cannot resample from " + std::to_string(from_hz) + " Hz to " + std::to_string(to_hz) +
+                     " Hz: soxr: " + err);
+  }
+  // Normalise the length so that it depends only on the input length and the ratio.
+  out.resize(odone);
+  out.resize(expected, 0.0f);
+  return out;
+}
+
+void write_audio(const std::string& path, const Audio& audio) {
+  if (audio.samples.empty()) throw AudioError("cannot write " + quoted(path) + ": no samples");
+  if (audio.sample_rate <= 0 || audio.sample_rate > std::int64_t{1} << 30) {
+    throw AudioError("cannot write " + quoted(path) + ": invalid sample rate " + std::to_string(audio.sample_rate));
+  }
+  std::string ext;
+  const std::size_t dot = path.find_last_of('.');
+  const std::size_t slash = path.find_last_of('/');
+  if (dot != std::string::npos && (slash == std::string::npos || dot > slash)) ext = path.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  int format = 0;
+  if (ext == "wav") {
+    format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  } else if (ext == "flac") {
+    format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+  } else if (ext == "ogg") {
+    format = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
+  } else if (ext == "opus") {
+    format = SF_FORMAT_OGG | SF_FORMAT_OPUS;
+  } else {
+    throw AudioError("cannot write " + quoted(path) + ": unknown extension '" + ext +
+                     "' (expected .wav, .flac, .ogg or .opus)");
+  }
+  SF_INFO info{};
+  info.samplerate = static_cast<int>(audio.sample_rate);
+  info.channels = 1;
+  info.format = format;
+  if (sf_format_check(&info) == SF_FALSE) {
+    throw AudioError("cannot write " + quoted(path) + ": libsndfile does not support ." + ext + " at " +
+                     std::to_string(audio.sample_rate) + " Hz");
+  }
+  SNDFILE* raw = sf_open(path.c_str(), SFM_WRITE, &info);
+  if (raw == nullptr) throw AudioError("cannot open " + quoted(path) + " for writing: " + sf_strerror(nullptr));
+  SndfilePtr f(raw);
+  sf_command(f.get(), SFC_SET_CLIPPING, nullptr, SF_TRUE);
+  const auto n = static_cast<sf_count_t>(audio.samples.size());
+  if (sf_writef_float(f.get(), audio.samples.data(), n) != n) {
+    throw AudioError("cannot write " + quoted(path) + ": " + sf_strerror(f.get()));
+  }
+  // sf_close flushes (and, for compressed formats, encodes the tail); report its failure too.
+  const int err = sf_close(f.release());
+  if (err != 0) throw AudioError("cannot write " + quoted(path) + ": " + sf_error_number(err));
+}
+
+Audio load_audio(const std::string& path, std::int64_t target_rate) {
+  if (target_rate <= 0) {
+    throw AudioError("cannot load " + quoted(path) + ": target sample rate must be positive, got " +
+                     std::to_string(target_rate) + " Hz");
+  }
+  Audio audio = read_audio(path);
+  if (audio.sample_rate != target_rate) {
+    try {
+      audio.samples = resample(audio.samples, static_cast<double>(audio.sample_rate),
+                               static_cast<double>(target_rate));
+    } catch (const AudioError& e) {
+      throw AudioError("cannot load " + quoted(path) + ": " + e.what());
+    }
+    audio.sample_rate = target_rate;
+  }
+  return audio;
+}
+
+}  // namespace workbench

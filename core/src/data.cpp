@@ -1,0 +1,141 @@
+#include "workbench/data.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "workbench/error.h"
+#include "workbench/vocabulary.h"
+
+namespace workbench {
+
+PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
+                          const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds) {
+  const double rate = settings.fbank.sample_rate();
+  const auto window = static_cast<std::size_t>(rate * settings.fbank.frame_length_ms() / 1000.0);
+  std::vector<char> keep(utterances.size(), 0);
+  for (std::size_t i = 0; i < utterances.size(); ++i) {
+    const auto& u = utterances[i];
+    double seconds = static_cast<double>(u.samples.size()) / rate;
+    bool ok = u.samples.size() >= window && (max_seconds <= 0 || seconds <= max_seconds);
+    if (kind == BatchKind::Paired && u.text.empty()) ok = false;
+    keep[i] = ok;
+  }
+  std::vector<torch::Tensor> features(utterances.size());
+  // Per-utterance work is small, so parallelise across utterances; ops inside run single-threaded.
+  at::parallel_for(0, static_cast<std::int64_t>(utterances.size()), 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      auto& u = utterances[static_cast<std::size_t>(i)];
+      if (!keep[static_cast<std::size_t>(i)]) continue;
+      auto wave = torch::from_blob(u.samples.data(), {static_cast<std::int64_t>(u.samples.size())}, torch::kFloat32)
+                      .mul(32768.0f);  // Kaldi's convention: int16 units
+      auto f = compute_fbank(wave, settings.fbank);
+      if (settings.utterance_cmvn) f = utterance_cmvn(f);
+      features[static_cast<std::size_t>(i)] = f.contiguous();
+    }
+  });
+  PreparedData out;
+  out.name = name;
+  out.kind = kind;
+  for (std::size_t i = 0; i < utterances.size(); ++i) {
+    if (!keep[i]) continue;
+    auto& u = utterances[i];
+    out.seconds += static_cast<double>(u.samples.size()) / rate;
+    out.features.push_back(std::move(features[i]));
+    out.tokens.push_back(vocabulary ? vocabulary->encode(u.text) : std::vector<std::int64_t>{});
+    out.ids.push_back(std::move(u.id));
+    out.langs.push_back(std::move(u.lang));
+    out.texts.push_back(std::move(u.text));
+    std::vector<float>().swap(u.samples);
+  }
+  return out;
+}
+
+Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices) {
+  Batch b;
+  b.kind = data.kind;
+  const auto n = static_cast<std::int64_t>(indices.size());
+  std::int64_t max_t = 0, max_l = 0;
+  for (auto i : indices) {
+    max_t = std::max(max_t, data.features[i].size(0));
+    max_l = std::max(max_l, static_cast<std::int64_t>(data.tokens[i].size()));
+  }
+  const std::int64_t dim = n ? data.features[indices[0]].size(1) : 0;
+  b.features = torch::zeros({n, max_t, dim}, torch::kFloat32);
+  b.feature_lengths = torch::empty({n}, torch::kInt64);
+  b.tokens = torch::zeros({n, std::max<std::int64_t>(max_l, 1)}, torch::kInt64);
+  b.token_lengths = torch::empty({n}, torch::kInt64);
+  auto fl = b.feature_lengths.accessor<std::int64_t, 1>();
+  auto tl = b.token_lengths.accessor<std::int64_t, 1>();
+  auto* tok = b.tokens.data_ptr<std::int64_t>();
+  const std::int64_t tok_stride = b.tokens.size(1);
+  for (std::int64_t r = 0; r < n; ++r) {
+    auto i = indices[static_cast<std::size_t>(r)];
+    const auto& f = data.features[i];
+    b.features[r].narrow(0, 0, f.size(0)).copy_(f);
+    fl[r] = f.size(0);
+    const auto& t = data.tokens[i];
+    std::copy(t.begin(), t.end(), tok + r * tok_stride);
+    tl[r] = static_cast<std::int64_t>(t.size());
+    b.ids.push_back(data.ids[i]);
+    b.langs.push_back(data.langs[i]);
+    b.texts.push_back(data.texts[i]);
+  }
+  return b;
+}
+
+BucketBatcher::BucketBatcher(const PreparedData& data, BatchingOptions options, std::uint64_t seed)
+    : data_(data), options_(options), rng_(seed) {
+  if (data_.size() == 0) throw DataError(fmt::format("[data.{}] has no usable examples", data_.name));
+  plan_ = make_plan(options_.shuffle ? &rng_ : nullptr);
+}
+
+std::vector<std::vector<std::size_t>> BucketBatcher::make_plan(std::mt19937_64* jitter_rng) const {
+  const bool jitter = jitter_rng != nullptr;
+  std::vector<std::size_t> order(data_.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<double> key(data_.size());
+  std::uniform_real_distribution<double> noise(0.9, 1.1);
+  for (std::size_t i = 0; i < key.size(); ++i)
+    key[i] = static_cast<double>(data_.features[i].size(0)) * (jitter ? noise(*jitter_rng) : 1.0);
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return key[a] < key[b]; });
+  const double budget_frames = options_.batch_seconds * options_.frames_per_second;
+  std::vector<std::vector<std::size_t>> plan;
+  std::vector<std::size_t> current;
+  std::int64_t max_t = 0;
+  for (auto i : order) {
+    std::int64_t t = data_.features[i].size(0);
+    std::int64_t new_max = std::max(max_t, t);
+    bool full = !current.empty() && (static_cast<double>(new_max) * static_cast<double>(current.size() + 1) > budget_frames ||
+                                     static_cast<std::int64_t>(current.size()) >= options_.max_batch);
+    if (full) {
+      plan.push_back(std::move(current));
+      current.clear();
+      new_max = t;
+    }
+    current.push_back(i);
+    max_t = new_max;
+  }
+  if (!current.empty()) plan.push_back(std::move(current));
+  if (jitter) std::shuffle(plan.begin(), plan.end(), *jitter_rng);
+  return plan;
+}
+
+Batch BucketBatcher::next() {
+  if (cursor_ >= plan_.size()) {
+    plan_ = make_plan(options_.shuffle ? &rng_ : nullptr);
+    cursor_ = 0;
+    ++epoch_;
+  }
+  return collate(data_, plan_[cursor_++]);
+}
+
+std::vector<Batch> BucketBatcher::all() const {
+  std::vector<Batch> out;
+  for (const auto& idx : make_plan(nullptr)) out.push_back(collate(data_, idx));
+  return out;
+}
+
+}  // namespace workbench

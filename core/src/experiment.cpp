@@ -1,0 +1,443 @@
+#include "workbench/experiment.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "workbench/error.h"
+
+namespace workbench {
+
+namespace fs = std::filesystem;
+
+const OptionSchema& frontend_schema() {
+  static const OptionSchema schema =
+      OptionSchema()
+          .add_int("sample_rate", 16000, "sample rate (Hz) all audio is resampled to", 1000, 192000)
+          .add_int("num_mel_bins", 80, "log-mel filterbank channels", 1, 512)
+          .add_float("frame_length_ms", 25.0, "analysis window (ms)", 1, 1000)
+          .add_float("frame_shift_ms", 10.0, "hop between frames (ms)", 1, 1000)
+          .add_float("preemphasis", 0.97, "pre-emphasis coefficient", 0, 1)
+          .add_float("low_freq", 20.0, "lowest mel-bin edge (Hz)", 0)
+          .add_float("high_freq", 0.0, "highest mel-bin edge (Hz); <= 0 is relative to Nyquist, as in Kaldi")
+          .add_choice("window", "povey", {"povey", "hamming", "hanning", "rectangular"}, "analysis window")
+          .add_choice("cmvn", "utterance", {"utterance", "none"}, "mean/variance normalisation of each utterance");
+  return schema;
+}
+
+const OptionSchema& trainer_schema() {
+  static const OptionSchema schema =
+      OptionSchema()
+          .add_int("steps", 1000, "optimizer steps", 0)
+          .add_float("max_minutes", 0.0, "stop training after this much wall time (0 = no limit); the run still "
+                                          "evaluates and checkpoints", 0)
+          .add_float("lr", 1e-3, "peak learning rate (Adam)", 0)
+          .add_int("warmup_steps", 500, "linear warm-up steps, then inverse square root decay", 0)
+          .add_float("adam_beta1", 0.9, "Adam beta1", 0, 1)
+          .add_float("adam_beta2", 0.98, "Adam beta2", 0, 1)
+          .add_float("adam_eps", 1e-9, "Adam epsilon", 0)
+          .add_float("weight_decay", 0.0, "decoupled weight decay (AdamW); 0 = plain Adam", 0)
+          .add_float("clip_norm", 5.0, "gradient clipping: max global L2 norm (0 = off)", 0)
+          .add_int("threads", 0, "intra-op threads (0 = number of cores)", 0)
+          .add_int("blas_threads", 1, "OpenBLAS threads (0 = leave as is); one avoids fighting torch's own pool", 0)
+          .add_choice("device", "auto", {"auto", "cpu", "cuda"}, "auto = CUDA when available")
+          .add_int("log_every", 20, "record training metrics every N steps", 1)
+          .add_bool("eval_at_start", true, "evaluate before the first step (step 0)")
+          .add_string("checkpoint_dir", "checkpoints", "where the final checkpoint goes (relative to the working dir)")
+          .add_choice("progress", "auto", {"auto", "tty", "lines", "none"},
+                      "auto = one updating line on a terminal, plain lines otherwise");
+  return schema;
+}
+
+namespace {
+
+const OptionSchema& experiment_schema() {
+  static const OptionSchema schema = OptionSchema()
+                                         .add_string("name", "", "experiment name (default: the file's stem)")
+                                         .add_int("seed", 1, "random seed for initialisation, masking and batching")
+                                         .add_string("description", "", "free text");
+  return schema;
+}
+const OptionSchema& plugins_schema() {
+  static const OptionSchema schema =
+      OptionSchema().add_strings("paths", {}, "extra plugin directories, relative to this file");
+  return schema;
+}
+const OptionSchema& data_core_schema() {
+  static const OptionSchema schema =
+      OptionSchema()
+          .add_string("plugin", "", "dataset plugin")
+          .add_float("batch_seconds", 160.0, "audio per batch, counting padding (s)", 0)
+          .add_int("max_batch", 64, "most utterances in a batch", 1)
+          .add_float("max_seconds", 0.0, "drop longer utterances (0 = keep all)", 0)
+          .add_bool("shuffle", true, "shuffle batches every epoch");
+  return schema;
+}
+const OptionSchema& encoder_core_schema() {
+  static const OptionSchema schema = OptionSchema().add_string("plugin", "", "encoder plugin");
+  return schema;
+}
+const OptionSchema& objective_core_schema() {
+  static const OptionSchema schema = OptionSchema()
+                                         .add_string("plugin", "", "loss plugin")
+                                         .add_float("weight", 1.0, "weight of this loss in the sum", 0)
+                                         .add_string("data", "train", "the [data.<name>] it trains on");
+  return schema;
+}
+const OptionSchema& evaluator_core_schema() {
+  static const OptionSchema schema =
+      OptionSchema()
+          .add_string("plugin", "", "evaluator plugin")
+          .add_string("data", "dev", "the [data.<name>] it evaluates on")
+          .add_int("every", 0, "evaluate every N steps (0 = at the start and the end only)", 0);
+  return schema;
+}
+
+std::string where(const std::string& file, const toml::source_region& src) {
+  if (!src.begin) return file;
+  return fmt::format("{}:{}:{}", file, src.begin.line, src.begin.column);
+}
+
+std::string type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "bool";
+    case toml::node_type::array: return "array";
+    case toml::node_type::table: return "table";
+    default: return "date/time";
+  }
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
+  return true;
+}
+
+}  // namespace
+
+struct ExperimentFile::Impl {
+  std::string path;
+  toml::table root;
+  std::set<std::string> overridden;  // dotted keys set by --set
+
+  std::string origin_of(const std::string& dotted, const toml::node& node) const {
+    if (overridden.count(dotted)) return "--set " + dotted;
+    return where(path, node.source());
+  }
+
+  // Converts and checks one value against its spec.
+  OptionValue convert(const OptionSpec& spec, const toml::node& node, const std::string& origin,
+                      const std::string& section) const {
+    auto bad = [&](const std::string& why) -> ConfigError {
+      return ConfigError(fmt::format("{}: [{}] {}: {}", origin, section, spec.name, why));
+    };
+    auto expected = [&]() {
+      return bad(fmt::format("expected {}, got {}", to_string(spec.type), type_name(node)));
+    };
+    OptionValue value;
+    switch (spec.type) {
+      case OptionType::Bool:
+        if (!node.is_boolean()) throw expected();
+        value = **node.as_boolean();
+        break;
+      case OptionType::Int:
+        if (!node.is_integer()) throw expected();
+        value = static_cast<std::int64_t>(**node.as_integer());
+        break;
+      case OptionType::Float:
+        if (node.is_integer())
+          value = static_cast<double>(**node.as_integer());
+        else if (node.is_floating_point())
+          value = **node.as_floating_point();
+        else
+          throw expected();
+        break;
+      case OptionType::String:
+        if (!node.is_string()) throw expected();
+        value = **node.as_string();
+        break;
+      case OptionType::StringList: {
+        const auto* arr = node.as_array();
+        if (!arr) throw expected();
+        std::vector<std::string> items;
+        for (const auto& item : *arr) {
+          if (!item.is_string()) throw bad("expected a list of strings, found a " + type_name(item) + " in it");
+          items.push_back(**item.as_string());
+        }
+        value = std::move(items);
+        break;
+      }
+    }
+    if (spec.type == OptionType::String && !spec.choices.empty()) {
+      const auto& s = std::get<std::string>(value);
+      bool ok = false;
+      for (const auto& c : spec.choices) ok = ok || c == s;
+      if (!ok) {
+        std::string allowed;
+        for (const auto& c : spec.choices) allowed += (allowed.empty() ? "" : ", ") + c;
+        throw bad(fmt::format("'{}' is not one of: {}", s, allowed));
+      }
+    }
+    if (spec.type == OptionType::Int || spec.type == OptionType::Float) {
+      double x = spec.type == OptionType::Int ? static_cast<double>(std::get<std::int64_t>(value))
+                                              : std::get<double>(value);
+      if (!std::isnan(spec.min) && x < spec.min) throw bad(fmt::format("{} is below the minimum {}", x, spec.min));
+      if (!std::isnan(spec.max) && x > spec.max) throw bad(fmt::format("{} is above the maximum {}", x, spec.max));
+    }
+    return value;
+  }
+
+  // Fills `out` from `table` for the keys in `schemas` (checked in order); unknown keys are errors.
+  void fill(const toml::table* table, const std::string& section, const std::vector<const OptionSchema*>& schemas,
+            const std::vector<Options*>& outs, const std::string& who) const {
+    if (table) {
+      for (const auto& [key, node] : *table) {
+        std::string k(key.str());
+        bool found = false;
+        for (const auto* s : schemas) found = found || s->find(k);
+        if (!found) {
+          std::string allowed;
+          for (const auto* s : schemas) allowed += (allowed.empty() ? "" : ", ") + s->names();
+          throw ConfigError(fmt::format("{}: unknown key '{}' in [{}]{}. Allowed keys: {}",
+                                        origin_of(section + "." + k, node), k, section, who,
+                                        allowed.empty() ? "(none)" : allowed));
+        }
+      }
+    }
+    for (std::size_t i = 0; i < schemas.size(); ++i) {
+      for (const auto& spec : schemas[i]->specs()) {
+        const toml::node* node = table ? table->get(spec.name) : nullptr;
+        if (node) {
+          std::string origin = origin_of(section + "." + spec.name, *node);
+          outs[i]->set(spec.name, convert(spec, *node, origin, section), origin);
+        } else {
+          outs[i]->set(spec.name, spec.default_value, "default");
+        }
+      }
+    }
+  }
+
+  const toml::table* subtable(const toml::table& parent, const std::string& key, const std::string& dotted) const {
+    const toml::node* node = parent.get(key);
+    if (!node) return nullptr;
+    if (!node->is_table())
+      throw ConfigError(fmt::format("{}: '{}' must be a table ([{}]), got a {}", origin_of(dotted, *node), dotted,
+                                    dotted, type_name(*node)));
+    return node->as_table();
+  }
+
+  ComponentConfig component(const toml::table* table, const std::string& section, const std::string& name,
+                            PluginKind kind, const OptionSchema& core_schema, const SchemaLookup& lookup) const {
+    ComponentConfig c;
+    c.section = section;
+    c.name = name;
+    c.kind = kind;
+    c.core = Options(section);
+    c.options = Options(section);
+    const toml::node* plugin_node = table ? table->get("plugin") : nullptr;
+    if (!plugin_node || !plugin_node->is_string())
+      throw ConfigError(fmt::format("{}: [{}] needs plugin = \"<{} plugin name>\" (see `workbench plugins`)",
+                                    plugin_node ? origin_of(section + ".plugin", *plugin_node) : path, section,
+                                    to_string(kind)));
+    c.plugin = **plugin_node->as_string();
+    const OptionSchema& plugin_schema = lookup(kind, c.plugin, origin_of(section + ".plugin", *plugin_node));
+    for (const auto& spec : plugin_schema.specs())
+      if (core_schema.find(spec.name))
+        throw PluginError(fmt::format("{} plugin '{}' declares option '{}', which the core reserves in [{}]",
+                                      to_string(kind), c.plugin, spec.name, section));
+    fill(table, section, {&core_schema, &plugin_schema}, {&c.core, &c.options},
+         fmt::format(" ({} plugin '{}')", to_string(kind), c.plugin));
+    return c;
+  }
+};
+
+ExperimentFile::ExperimentFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ExperimentFile::~ExperimentFile() = default;
+ExperimentFile::ExperimentFile(ExperimentFile&&) noexcept = default;
+ExperimentFile& ExperimentFile::operator=(ExperimentFile&&) noexcept = default;
+
+ExperimentFile ExperimentFile::parse(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the experiment file", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return parse_text(buffer.str(), path, overrides);
+}
+
+ExperimentFile ExperimentFile::parse_text(const std::string& text, const std::string& path,
+                                          const std::vector<std::string>& overrides) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  try {
+    impl->root = toml::parse(std::string_view(text), std::string_view(path));
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}: TOML syntax error: {}", where(path, e.source()), e.description()));
+  }
+  for (const auto& o : overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw ConfigError(fmt::format("--set {}: expected key=value, e.g. --set trainer.steps=100", o));
+    std::string key = o.substr(0, eq), raw = o.substr(eq + 1);
+    toml::table parsed;
+    try {
+      parsed = toml::parse(std::string_view("v = " + raw), std::string_view("--set"));
+    } catch (const toml::parse_error&) {
+      parsed = toml::table{{"v", raw}};  // a bare word such as --set data.train.plugin=manifest
+    }
+    // Walk/create the dotted path.
+    toml::table* t = &impl->root;
+    std::string part;
+    std::istringstream parts(key);
+    std::vector<std::string> names;
+    while (std::getline(parts, part, '.')) names.push_back(part);
+    for (std::size_t i = 0; i + 1 < names.size(); ++i) {
+      toml::node* child = t->get(names[i]);
+      if (!child) {
+        t->insert(names[i], toml::table{});
+        child = t->get(names[i]);
+      }
+      if (!child->is_table())
+        throw ConfigError(fmt::format("--set {}: '{}' is not a table", o, names[i]));
+      t = child->as_table();
+    }
+    if (names.empty() || names.back().empty()) throw ConfigError(fmt::format("--set {}: empty key", o));
+    t->insert_or_assign(names.back(), *parsed.get("v"));
+    impl->overridden.insert(key);
+  }
+  return ExperimentFile(std::move(impl));
+}
+
+std::vector<std::string> ExperimentFile::plugin_paths() const {
+  std::vector<std::string> out;
+  const toml::table* t = impl_->subtable(impl_->root, "plugins", "plugins");
+  if (!t) return out;
+  Options o("plugins");
+  impl_->fill(t, "plugins", {&plugins_schema()}, {&o}, "");
+  fs::path base = fs::absolute(fs::path(impl_->path)).parent_path();
+  for (const auto& p : o.get_strings("paths")) out.push_back((fs::path(p).is_absolute() ? fs::path(p) : base / p).lexically_normal().string());
+  return out;
+}
+
+const ComponentConfig* ExperimentConfig::find_data(const std::string& n) const {
+  for (const auto& d : data)
+    if (d.name == n) return &d;
+  return nullptr;
+}
+
+namespace {
+
+void emit(std::string& out, std::vector<std::pair<std::string, OptionValue>>& flat, const std::string& section,
+          const std::vector<const Options*>& parts) {
+  out += "\n[" + section + "]\n";
+  // `plugin` first: it says what the rest of the table means.
+  for (const auto* p : parts) {
+    auto it = p->entries().find("plugin");
+    if (it != p->entries().end()) {
+      out += "plugin = " + to_toml(it->second.value) + "\n";
+      flat.emplace_back(section + ".plugin", it->second.value);
+    }
+  }
+  for (const auto* p : parts)
+    for (const auto& [k, e] : p->entries()) {
+      if (k == "plugin") continue;
+      out += k + " = " + to_toml(e.value) + "\n";
+      flat.emplace_back(section + "." + k, e.value);
+    }
+}
+
+}  // namespace
+
+ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
+  const Impl& im = *impl_;
+  ExperimentConfig cfg;
+  cfg.path = im.path;
+  static const std::set<std::string> top = {"experiment", "plugins", "frontend", "trainer",
+                                            "data",       "model",   "objectives", "evaluators"};
+  for (const auto& [key, node] : im.root) {
+    std::string k(key.str());
+    if (!top.count(k))
+      throw ConfigError(fmt::format("{}: unknown section '{}'. Allowed sections: experiment, plugins, frontend, "
+                                    "trainer, data, model, objectives, evaluators",
+                                    im.origin_of(k, node), k));
+  }
+
+  Options experiment("experiment");
+  im.fill(im.subtable(im.root, "experiment", "experiment"), "experiment", {&experiment_schema()}, {&experiment}, "");
+  cfg.name = experiment.get_string("name");
+  if (cfg.name.empty()) cfg.name = fs::path(im.path).stem().string();
+  experiment.set("name", cfg.name, experiment.origin("name"));
+  cfg.description = experiment.get_string("description");
+  cfg.seed = experiment.get_int("seed");
+  cfg.plugin_paths = plugin_paths();
+  Options plugins("plugins");
+  im.fill(im.subtable(im.root, "plugins", "plugins"), "plugins", {&plugins_schema()}, {&plugins}, "");
+
+  cfg.frontend = Options("frontend");
+  im.fill(im.subtable(im.root, "frontend", "frontend"), "frontend", {&frontend_schema()}, {&cfg.frontend}, "");
+  cfg.trainer = Options("trainer");
+  im.fill(im.subtable(im.root, "trainer", "trainer"), "trainer", {&trainer_schema()}, {&cfg.trainer}, "");
+
+  auto named_tables = [&](const std::string& group, PluginKind kind, const OptionSchema& core,
+                          std::vector<ComponentConfig>& out) {
+    const toml::table* t = im.subtable(im.root, group, group);
+    if (!t) return;
+    for (const auto& [key, node] : *t) {
+      std::string name(key.str());
+      std::string section = group + "." + name;
+      if (!valid_name(name))
+        throw ConfigError(fmt::format("{}: [{}]: names may use letters, digits, '_' and '-'", im.origin_of(section, node), section));
+      out.push_back(im.component(im.subtable(*t, name, section), section, name, kind, core, lookup));
+    }
+  };
+  named_tables("data", PluginKind::Dataset, data_core_schema(), cfg.data);
+  named_tables("objectives", PluginKind::Loss, objective_core_schema(), cfg.objectives);
+  named_tables("evaluators", PluginKind::Evaluator, evaluator_core_schema(), cfg.evaluators);
+
+  const toml::table* model = im.subtable(im.root, "model", "model");
+  if (model) {
+    for (const auto& [key, node] : *model)
+      if (key.str() != "speech_encoder")
+        throw ConfigError(fmt::format("{}: unknown model part [model.{}]. Allowed: speech_encoder",
+                                      im.origin_of("model." + std::string(key.str()), node), key.str()));
+  }
+  const toml::table* enc = model ? im.subtable(*model, "speech_encoder", "model.speech_encoder") : nullptr;
+  if (!enc) throw ConfigError(fmt::format("{}: the experiment needs a [model.speech_encoder] table", im.path));
+  cfg.speech_encoder = im.component(enc, "model.speech_encoder", "speech_encoder", PluginKind::Encoder,
+                                    encoder_core_schema(), lookup);
+
+  if (cfg.objectives.empty())
+    throw ConfigError(fmt::format("{}: the experiment needs at least one [objectives.<name>] table", im.path));
+  auto check_data = [&](const ComponentConfig& c) {
+    const std::string& d = c.core.get_string("data");
+    if (!cfg.find_data(d)) {
+      std::string known;
+      for (const auto& x : cfg.data) known += (known.empty() ? "" : ", ") + x.name;
+      c.core.fail("data", fmt::format("no [data.{}] table (defined: {})", d, known.empty() ? "none" : known));
+    }
+  };
+  for (const auto& o : cfg.objectives) check_data(o);
+  for (const auto& e : cfg.evaluators) check_data(e);
+
+  // Render the resolved configuration; the same walk produces the flat params.
+  std::string& out = cfg.resolved_toml;
+  out = "# resolved configuration of " + im.path + "\n";
+  emit(out, cfg.flat, "experiment", {&experiment});
+  emit(out, cfg.flat, "plugins", {&plugins});
+  emit(out, cfg.flat, "frontend", {&cfg.frontend});
+  emit(out, cfg.flat, "trainer", {&cfg.trainer});
+  for (const auto& d : cfg.data) emit(out, cfg.flat, d.section, {&d.core, &d.options});
+  emit(out, cfg.flat, cfg.speech_encoder.section, {&cfg.speech_encoder.core, &cfg.speech_encoder.options});
+  for (const auto& o : cfg.objectives) emit(out, cfg.flat, o.section, {&o.core, &o.options});
+  for (const auto& e : cfg.evaluators) emit(out, cfg.flat, e.section, {&e.core, &e.options});
+  return cfg;
+}
+
+}  // namespace workbench

@@ -1,0 +1,39 @@
+#include "workbench/plugin.h"
+
+#include <stdexcept>
+
+#include "workbench/batch.h"
+
+namespace workbench {
+
+const char* to_string(PluginKind kind) {
+  switch (kind) {
+    case PluginKind::Encoder: return "encoder";
+    case PluginKind::Loss: return "loss";
+    case PluginKind::Dataset: return "dataset";
+    case PluginKind::Evaluator: return "evaluator";
+  }
+  return "?";
+}
+
+PluginKind plugin_kind_from_string(const std::string& text) {
+  for (auto k : {PluginKind::Encoder, PluginKind::Loss, PluginKind::Dataset, PluginKind::Evaluator})
+    if (text == to_string(k)) return k;
+  throw std::invalid_argument("unknown plugin kind '" + text + "' (expected encoder, loss, dataset or evaluator)");
+}
+
+const char* to_string(BatchKind kind) {
+  switch (kind) {
+    case BatchKind::Speech: return "speech";
+    case BatchKind::Text: return "text";
+    case BatchKind::Paired: return "paired";
+  }
+  return "?";
+}
+
+std::string torch_header_version() {
+  return WORKBENCH_STRINGIFY(TORCH_VERSION_MAJOR) "." WORKBENCH_STRINGIFY(TORCH_VERSION_MINOR) "." WORKBENCH_STRINGIFY(
+      TORCH_VERSION_PATCH);
+}
+
+}  // namespace workbench

@@ -1,0 +1,165 @@
+// The "asterisk" dataset: the human-recorded Asterisk PBX prompts from Debian's
+// asterisk-core-sounds-XX (transcripts) and asterisk-core-sounds-XX-wav (8 kHz audio) packages.
+// The same prompt id carries the same message in every language, so the split is made on the id
+// (MD5 of the id mod 10: 0 = test, 1 = dev, 2-9 = train) and an id never crosses splits.
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <sstream>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "workbench/audio.h"
+#include "workbench/dataset.h"
+#include "workbench/error.h"
+#include "workbench/io.h"
+#include "workbench/plugin.h"
+#include "workbench/text.h"
+
+namespace workbench::asterisk {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Prompt {
+  std::string id, text;
+};
+
+/// Parses "id: text" lines; ';' starts a comment line. Returns prompts in file order.
+std::vector<Prompt> parse_transcripts(const std::string& content) {
+  std::vector<Prompt> out;
+  std::istringstream in(content);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 byte order mark
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == ';') continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    out.push_back({normalize_space(line.substr(0, colon)), normalize_space(line.substr(colon + 1))});
+  }
+  return out;
+}
+
+bool has_stage_notes(const std::string& text) { return text.find_first_of("[]()") != std::string::npos; }
+
+std::string strip_punctuation(const std::string& text) {
+  std::u32string out;
+  for (char32_t c : utf8_decode(text)) {
+    bool punct = (c < 0x80 && std::ispunct(static_cast<int>(c)) && c != '\'' && c != '-') || c == 0x2026 /* … */ ||
+                 c == 0x2013 || c == 0x2014 || c == 0x00AB || c == 0x00BB || c == 0x201C || c == 0x201D;
+    out.push_back(punct ? U' ' : c);
+  }
+  return normalize_space(utf8_encode(out));
+}
+
+class AsteriskDataset final : public Dataset {
+ public:
+  explicit AsteriskDataset(const Options& o)
+      : languages_(o.get_strings("languages")),
+        split_(o.get_string("split")),
+        sounds_dir_(o.get_string("sounds_dir")),
+        doc_dir_(o.get_string("transcripts_dir")),
+        strip_punctuation_(o.get_bool("strip_punctuation")),
+        max_per_language_(o.get_int("max_per_language")) {
+    if (languages_.empty()) o.fail("languages", "needs at least one language");
+  }
+
+  BatchKind kind() const override { return BatchKind::Paired; }
+
+  std::vector<Utterance> load(const BuildContext& ctx) override {
+    std::vector<Utterance> all;
+    for (const auto& lang : languages_) {
+      auto part = load_language(lang);
+      all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+    }
+    // Decoding and resampling dominate start-up; spread them over the intra-op threads.
+    std::mutex error_mutex;
+    std::string first_error;
+    at::parallel_for(0, static_cast<std::int64_t>(all.size()), 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) {
+        auto& u = all[static_cast<std::size_t>(i)];
+        try {
+          u.samples = load_audio(u.path, ctx.sample_rate).samples;
+        } catch (const std::exception& ex) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (first_error.empty()) first_error = ex.what();
+        }
+      }
+    });
+    if (!first_error.empty()) throw DataError(first_error);
+    return all;
+  }
+
+ private:
+  std::vector<Utterance> load_language(const std::string& lang) const {
+    const std::string package = "asterisk-core-sounds-" + lang;
+    const fs::path transcripts = fs::path(doc_dir_) / package / ("core-sounds-" + lang + ".txt.gz");
+    const fs::path audio_dir = fs::path(sounds_dir_) / lang;
+    std::error_code ec;
+    if (!fs::exists(transcripts, ec) || !fs::is_directory(audio_dir, ec))
+      throw DataError(fmt::format(
+          "Asterisk prompts for '{}' are missing ({} or {} not found). Install them with: "
+          "sudo apt-get install {} {}-wav",
+          lang, transcripts.string(), audio_dir.string(), package, package));
+    std::vector<Utterance> out;
+    for (const auto& p : parse_transcripts(read_text_file(transcripts.string()))) {
+      if (has_stage_notes(p.text)) continue;
+      std::string text = to_lower(p.text);
+      if (strip_punctuation_) text = strip_punctuation(text);
+      if (text.empty()) continue;
+      const fs::path wav = audio_dir / (p.id + ".wav");
+      if (!fs::exists(wav, ec)) continue;  // a transcript without audio
+      if (!in_split(p.id)) continue;
+      Utterance u;
+      u.id = lang + "/" + p.id;
+      u.lang = lang;
+      u.text = std::move(text);
+      u.path = wav.string();
+      out.push_back(std::move(u));
+      if (max_per_language_ > 0 && static_cast<std::int64_t>(out.size()) >= max_per_language_) break;
+    }
+    if (out.empty())
+      throw DataError(fmt::format("no Asterisk prompts for '{}' in split '{}' under {}", lang, split_, audio_dir.string()));
+    return out;
+  }
+
+  bool in_split(const std::string& id) const {
+    if (split_ == "all") return true;
+    auto bucket = stable_bucket(id, 10);
+    if (split_ == "test") return bucket == 0;
+    if (split_ == "dev") return bucket == 1;
+    return bucket >= 2;
+  }
+
+  std::vector<std::string> languages_;
+  std::string split_, sounds_dir_, doc_dir_;
+  bool strip_punctuation_;
+  std::int64_t max_per_language_;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Dataset;
+  d.name = "asterisk";
+  d.version = "1.0.0";
+  d.description = "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)";
+  d.options.add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")
+      .add_choice("split", "train", {"train", "dev", "test", "all"},
+                  "by MD5 of the prompt id mod 10: 0 = test, 1 = dev, 2-9 = train")
+      .add_string("sounds_dir", "/usr/share/asterisk/sounds", "root of the <lang>/ audio folders")
+      .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
+      .add_bool("strip_punctuation", false, "replace punctuation by spaces (the text is always lower-cased)")
+      .add_int("max_per_language", 0, "keep at most this many prompts per language (0 = all); for quick tests", 0);
+  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
+    return std::make_shared<AsteriskDataset>(o);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::asterisk
+
+WORKBENCH_PLUGIN(workbench::asterisk::describe)

@@ -1,0 +1,118 @@
+// The "manifest" dataset: a TSV file with a header naming at least the columns path, text and lang
+// (extra columns are allowed; `id` is used when present). Audio may be in any format libsndfile reads
+// (WAV, FLAC, Ogg/Vorbis, Ogg/Opus...) at any sample rate; relative paths are relative to the manifest.
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "workbench/audio.h"
+#include "workbench/dataset.h"
+#include "workbench/error.h"
+#include "workbench/io.h"
+#include "workbench/plugin.h"
+#include "workbench/text.h"
+
+namespace workbench::manifest {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> split_tabs(const std::string& line) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    auto tab = line.find('\t', start);
+    out.push_back(line.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
+    if (tab == std::string::npos) break;
+    start = tab + 1;
+  }
+  return out;
+}
+
+class ManifestDataset final : public Dataset {
+ public:
+  explicit ManifestDataset(const Options& o) : options_(o) {
+    path_ = o.get_string("path");
+    if (path_.empty()) o.fail("path", "the manifest dataset needs path = \"<file.tsv>\"");
+    lowercase_ = o.get_bool("lowercase");
+  }
+
+  BatchKind kind() const override { return BatchKind::Paired; }
+
+  std::vector<Utterance> load(const BuildContext& ctx) override {
+    std::istringstream in(read_text_file(path_));
+    std::string line;
+    std::int64_t line_no = 0;
+    std::map<std::string, std::size_t> column;
+    std::vector<Utterance> out;
+    const fs::path base = fs::absolute(path_).parent_path();
+    while (std::getline(in, line)) {
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      auto cells = split_tabs(line);
+      if (column.empty()) {
+        for (std::size_t i = 0; i < cells.size(); ++i) column[cells[i]] = i;
+        for (const char* need : {"path", "text", "lang"})
+          if (!column.count(need))
+            throw DataError(fmt::format("{}:{}: the header has no '{}' column (need path, text, lang; got: {})", path_,
+                                        line_no, need, line));
+        continue;
+      }
+      if (cells.size() != column.size())
+        throw DataError(fmt::format("{}:{}: expected {} tab-separated columns, found {}", path_, line_no, column.size(),
+                                    cells.size()));
+      Utterance u;
+      fs::path audio = cells[column["path"]];
+      u.path = (audio.is_absolute() ? audio : base / audio).lexically_normal().string();
+      u.text = normalize_space(lowercase_ ? to_lower(cells[column["text"]]) : cells[column["text"]]);
+      u.lang = cells[column["lang"]];
+      u.id = column.count("id") ? cells[column["id"]] : fmt::format("{}:{}", path_, line_no);
+      out.push_back(std::move(u));
+    }
+    if (column.empty()) throw DataError(fmt::format("{}: the manifest is empty (no header line)", path_));
+    std::mutex m;
+    std::string first_error;
+    at::parallel_for(0, static_cast<std::int64_t>(out.size()), 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) {
+        auto& u = out[static_cast<std::size_t>(i)];
+        try {
+          u.samples = load_audio(u.path, ctx.sample_rate).samples;
+        } catch (const std::exception& ex) {
+          std::lock_guard<std::mutex> lock(m);
+          if (first_error.empty()) first_error = fmt::format("{} (listed in {})", ex.what(), path_);
+        }
+      }
+    });
+    if (!first_error.empty()) throw DataError(first_error);
+    return out;
+  }
+
+ private:
+  Options options_;
+  std::string path_;
+  bool lowercase_ = true;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Dataset;
+  d.name = "manifest";
+  d.version = "1.0.0";
+  d.description = "TSV manifest (columns path, text, lang; extra allowed) of audio in any format libsndfile reads";
+  d.options.add_string("path", "", "the .tsv manifest (relative to the working directory)")
+      .add_bool("lowercase", true, "lower-case the transcripts");
+  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
+    return std::make_shared<ManifestDataset>(o);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::manifest
+
+WORKBENCH_PLUGIN(workbench::manifest::describe)

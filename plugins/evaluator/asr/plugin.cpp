@@ -1,0 +1,97 @@
+// The "asr" evaluator: greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks),
+// then character and word error rates (Levenshtein), per language and over all languages.
+#include <map>
+
+#include <fmt/format.h>
+
+#include "workbench/edit_distance.h"
+#include "workbench/error.h"
+#include "workbench/evaluator.h"
+#include "workbench/plugin.h"
+#include "workbench/vocabulary.h"
+
+namespace workbench::asr {
+namespace {
+
+/// Best-path decoding of one utterance: ids (T) -> ids without repeats and blanks.
+std::vector<std::int64_t> collapse(const std::int64_t* ids, std::int64_t length) {
+  std::vector<std::int64_t> out;
+  std::int64_t prev = -1;
+  for (std::int64_t t = 0; t < length; ++t) {
+    if (ids[t] != prev && ids[t] != Vocabulary::kBlank) out.push_back(ids[t]);
+    prev = ids[t];
+  }
+  return out;
+}
+
+class AsrEvaluator final : public Evaluator {
+ public:
+  explicit AsrEvaluator(const Options& o) : predictor_(o.get_string("predictor")), options_(o) {}
+
+  std::vector<std::pair<std::string, double>> evaluate(const EvalContext& ctx) override {
+    auto it = ctx.objectives.find(predictor_);
+    if (it == ctx.objectives.end())
+      options_.fail("predictor", fmt::format("no objective named '{}'", predictor_));
+    auto* predictor = dynamic_cast<FramePredictor*>(it->second.get());
+    if (!predictor)
+      options_.fail("predictor", fmt::format("objective '{}' does not produce frame posteriors (use a CTC loss)", predictor_));
+    const Vocabulary& vocab = predictor->vocabulary();
+    std::map<std::string, ErrorCount> cer, wer;
+    ErrorCount cer_all, wer_all;
+    for (const auto& cpu_batch : ctx.batches) {
+      Batch batch = cpu_batch.to(ctx.device);
+      auto [log_probs, lengths] = predictor->frame_log_probs(batch, ctx.model);
+      auto best = log_probs.argmax(-1).to(torch::kCPU).contiguous();
+      auto lens = lengths.to(torch::kCPU);
+      for (std::int64_t b = 0; b < best.size(0); ++b) {
+        auto hyp = vocab.decode(collapse(best[b].data_ptr<std::int64_t>(), lens[b].item<std::int64_t>()));
+        const auto& ref = cpu_batch.texts[static_cast<std::size_t>(b)];
+        const auto& lang = cpu_batch.langs[static_cast<std::size_t>(b)];
+        auto c = char_errors(ref, hyp);
+        auto w = word_errors(ref, hyp);
+        cer[lang] += c;
+        wer[lang] += w;
+        cer_all += c;
+        wer_all += w;
+      }
+    }
+    std::vector<std::pair<std::string, double>> out;
+    // "cer"/"wer" average the per-language rates, so that every language weighs the same (mSLAM's
+    // averages over languages); "cer_pooled" pools all characters.
+    double cer_mean = 0, wer_mean = 0;
+    for (const auto& [lang, c] : cer) {
+      out.emplace_back("cer/" + lang, c.rate());
+      out.emplace_back("wer/" + lang, wer[lang].rate());
+      cer_mean += c.rate();
+      wer_mean += wer[lang].rate();
+    }
+    const double n = cer.empty() ? 1.0 : static_cast<double>(cer.size());
+    out.emplace_back("cer", cer_mean / n);
+    out.emplace_back("wer", wer_mean / n);
+    out.emplace_back("cer_pooled", cer_all.rate());
+    out.emplace_back("wer_pooled", wer_all.rate());
+    return out;
+  }
+
+ private:
+  std::string predictor_;
+  Options options_;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Evaluator;
+  d.name = "asr";
+  d.version = "1.0.0";
+  d.description = "greedy CTC decoding; CER and WER per language and averaged over languages";
+  d.options.add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded");
+  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
+    return std::make_shared<AsrEvaluator>(o);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::asr
+
+WORKBENCH_PLUGIN(workbench::asr::describe)

@@ -1,0 +1,84 @@
+// The "ctc" loss plugin: connectionist temporal classification (Graves et al. 2006) over characters,
+// blank = 0, on the speech encoder's context vectors (mSLAM section 3: mSLAM-CTC on paired data, with
+// the speech going in alone so that the transcript cannot be copied).
+#include <torch/nn/functional/dropout.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/linear.h>
+
+#include "workbench/error.h"
+#include "workbench/loss.h"
+#include "workbench/plugin.h"
+#include "workbench/vocabulary.h"
+
+namespace workbench::ctc {
+namespace {
+
+struct HeadImpl : torch::nn::Module {
+  HeadImpl(std::int64_t d_model, std::int64_t vocab) {
+    project = register_module("project", torch::nn::Linear(d_model, vocab));
+  }
+  torch::nn::Linear project{nullptr};
+};
+TORCH_MODULE(Head);
+
+class CtcLoss final : public Loss, public FramePredictor {
+ public:
+  CtcLoss(const Options& o, const BuildContext& ctx) : vocabulary_(ctx.vocabulary) {
+    if (!vocabulary_) throw ConfigError("[" + o.section() + "]: ctc needs a character vocabulary from paired data");
+    if (ctx.model_dim <= 0) throw std::invalid_argument("ctc needs the encoder's output dimension");
+    head_ = Head(ctx.model_dim, vocabulary_->size());
+    head_->to(ctx.device);
+    dropout_ = o.get_float("dropout");
+  }
+
+  std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
+  torch::nn::Module* module() override { return head_.get(); }
+  const Vocabulary& vocabulary() const override { return *vocabulary_; }
+
+  std::pair<torch::Tensor, torch::Tensor> frame_log_probs(const Batch& batch, ModelParts& model) override {
+    if (!model.speech_encoder) throw ConfigError("ctc needs [model.speech_encoder]");
+    auto enc = model.speech_encoder->forward(batch.features, batch.feature_lengths);
+    auto x = enc.x;
+    if (head_->is_training() && dropout_ > 0)
+      x = torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
+    return {torch::log_softmax(head_->project(x), -1), enc.lengths};
+  }
+
+  LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
+    auto [log_probs, lengths] = frame_log_probs(batch, model);
+    // ctc_loss wants (T, B, V); "mean" divides each utterance's loss by its target length, then averages.
+    // zero_infinity: an utterance whose transcript cannot fit in its frames contributes 0, not inf.
+    auto loss = torch::nn::functional::ctc_loss(
+        log_probs.transpose(0, 1), batch.tokens, lengths, batch.token_lengths,
+        torch::nn::functional::CTCLossFuncOptions().blank(Vocabulary::kBlank).reduction(torch::kMean).zero_infinity(true));
+    LossOutput out;
+    out.loss = loss;
+    out.metrics.emplace_back("loss", loss.detach());
+    auto blank_share = (log_probs.detach().argmax(-1) == Vocabulary::kBlank).to(torch::kFloat32).mean();
+    out.metrics.emplace_back("blank_rate", blank_share);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<const Vocabulary> vocabulary_;
+  Head head_{nullptr};
+  double dropout_ = 0;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Loss;
+  d.name = "ctc";
+  d.version = "1.0.0";
+  d.description = "CTC over characters (blank = 0) at the top of the speech encoder, on paired data";
+  d.options.add_float("dropout", 0.0, "dropout before the output projection", 0, 1);
+  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
+    return std::make_shared<CtcLoss>(o, c);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::ctc
+
+WORKBENCH_PLUGIN(workbench::ctc::describe)
