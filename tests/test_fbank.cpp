@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -230,7 +231,8 @@ TEST_CASE("compute_fbank rejects bad options and inputs", "[fbank]") {
   CHECK_THROWS_AS(workbench::fbank_num_frames(100, FbankOptions().window("nope")), std::invalid_argument);
 }
 
-// Not run by default (hidden tag): `test_fbank "[.bench]"` prints seconds of compute per hour of audio.
+// Not run by default (hidden tag): `test_fbank "[.bench]"` prints seconds of compute per hour of 16 kHz audio
+// (best of 3 passes over 10 minutes of noise, cut into 10 s or 600 s utterances), for 1 and 2 ATen threads.
 TEST_CASE("compute_fbank speed", "[.bench]") {
   const std::int64_t seconds = 600;
   const torch::Tensor wave = torch::randn({seconds * 16000}) * 3000.0;
@@ -239,12 +241,15 @@ TEST_CASE("compute_fbank speed", "[.bench]") {
     at::set_num_threads(threads);
     for (std::int64_t utt_s : {10, 600}) {
       workbench::compute_fbank(wave.narrow(0, 0, 16000));  // warm-up, caches
-      const auto t0 = std::chrono::steady_clock::now();
-      for (std::int64_t s = 0; s + utt_s <= seconds; s += utt_s) {
-        workbench::compute_fbank(wave.narrow(0, s * 16000, utt_s * 16000));
+      double best = 1e30;
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (std::int64_t s = 0; s + utt_s <= seconds; s += utt_s) {
+          workbench::compute_fbank(wave.narrow(0, s * 16000, utt_s * 16000));
+        }
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      WARN("threads=" << threads << " utterance=" << utt_s << " s: " << dt * 3600.0 / static_cast<double>(seconds)
+      WARN("threads=" << threads << " utterance=" << utt_s << " s: " << best * 3600.0 / static_cast<double>(seconds)
                       << " s per hour of 16 kHz audio");
     }
   }

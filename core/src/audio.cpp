@@ -1,12 +1,15 @@
 #include "workbench/audio.h"
 
+#include <fmt/format.h>
 #include <sndfile.h>
 #include <soxr.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <memory>
+#include <system_error>
 #include <string>
 
 namespace workbench {
@@ -25,8 +28,14 @@ SndfilePtr open_for_reading(const std::string& path, SF_INFO& info) {
   info = SF_INFO{};
   SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
   if (f == nullptr) {
-    // With a null handle sf_strerror reports the error of the last failed sf_open in this thread.
-    throw AudioError("cannot open " + quoted(path) + ": " + sf_strerror(nullptr));
+    // With a null handle sf_strerror reports the error of the last failed sf_open. libsndfile keeps that in a
+    // process-wide variable, so with concurrent failing opens the text may come from another thread's open.
+    const std::string reason = sf_strerror(nullptr);
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == 0 && !ec) {
+      throw AudioError("cannot open " + quoted(path) + ": the file is empty (0 bytes)");
+    }
+    throw AudioError("cannot open " + quoted(path) + ": " + reason);
   }
   return SndfilePtr(f);
 }
@@ -97,8 +106,8 @@ Audio read_audio(const std::string& path) {
 
 std::vector<float> resample(const std::vector<float>& in, double from_hz, double to_hz) {
   if (!(std::isfinite(from_hz) && from_hz > 0.0 && std::isfinite(to_hz) && to_hz > 0.0)) {
-    throw AudioError("cannot resample from " + std::to_string(from_hz) + " Hz to " + std::to_string(to_hz) +
-                     " Hz: sample rates must be positive and finite");
+    throw AudioError(fmt::format("cannot resample from {} Hz to {} Hz: sample rates must be positive and finite",
+                                 from_hz, to_hz));
   }
   if (from_hz == to_hz || in.empty()) return in;
 
@@ -114,8 +123,7 @@ std::vector<float> resample(const std::vector<float>& in, double from_hz, double
   const soxr_error_t err = soxr_oneshot(from_hz, to_hz, 1, in.data(), in.size(), &idone, out.data(), out.size(),
                                         &odone, &io, &quality, &runtime);
   if (err != nullptr) {
-    throw AudioError("cannot resample from " + std::to_string(from_hz) + " Hz to " + std::to_string(to_hz) +
-                     " Hz: soxr: " + err);
+    throw AudioError(fmt::format("cannot resample from {} Hz to {} Hz: soxr: {}", from_hz, to_hz, err));
   }
   // Normalise the length so that it depends only on the input length and the ratio.
   out.resize(odone);

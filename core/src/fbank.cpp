@@ -18,7 +18,6 @@
 namespace workbench {
 namespace {
 
-constexpr double kPi = 3.14159265358979323846;
 // Frames per block on the CPU path (the unit of parallel work): keeps the per-block buffers (frames x fft_size
 // floats and the complex spectrum, ~0.5 MB each at 512 points) in cache and bounds memory for long inputs.
 constexpr std::int64_t kBlockFrames = 256;
@@ -207,7 +206,8 @@ torch::Tensor fbank_tensor_ops(const torch::Tensor& src, std::int64_t num_frames
 }
 
 // CPU float32 implementation. Frames are processed in blocks of kBlockFrames, blocks in parallel on ATen's
-// intra-op pool (inline when called from inside a parallel region, e.g. one utterance per thread). Per block:
+// intra-op pool when this file is built with -fopenmp (at::parallel_for is header-only and runs serially
+// otherwise; always inline inside another parallel region, e.g. one utterance per thread). Per block:
 // a fused framing / DC removal / pre-emphasis / window loop, one batched rfft, then a fused power spectrum /
 // sparse mel / log loop written straight into the output. For int16-valued input the FFT input is
 // bit-identical to torchaudio's (same float32 operations in the same order), so outputs agree to ~1e-6.
@@ -245,9 +245,9 @@ torch::Tensor fbank_cpu(const torch::Tensor& src, std::int64_t num_frames, const
         float* dst = fr + r * P;
         float mean = 0.0f;
         if (dc) {
-          // torchaudio: float32 sum, then divided by W in float32. For int16-valued input (the Kaldi
-          // convention) every partial sum is an integer below 2^24, so its float sum is exact in any order
-          // and this reproduces it bit for bit; otherwise the double sum is at least as accurate.
+          // torchaudio: float32 sum (ATen's vectorised order), then divided by W in float32. For int16-valued
+          // input (the Kaldi convention) and W <= 512 every partial sum is an integer below 2^24, so the float
+          // sum is exact in any order and this reproduces it bit for bit; otherwise this is as accurate.
           double sum = 0.0;
           for (std::int64_t j = 0; j < W; ++j) sum += in[j];
           mean = static_cast<float>(sum) / static_cast<float>(W);

@@ -1,0 +1,439 @@
+// End to end: the real `workbench` executable on tiny experiments written to a temporary folder, then
+// the SQLite run store read back. Each case takes a few seconds on 2 cores.
+//
+// Set WORKBENCH_KEEP_E2E=1 to keep the temporary folders (their paths are printed) for inspection.
+#include <sys/wait.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/types.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "workbench/audio.h"
+#include "workbench/registry.h"
+#include "workbench/run_store.h"
+
+#include <catch2/catch.hpp>
+
+namespace fs = std::filesystem;
+using namespace workbench;
+using results::RunStore;
+using Catch::Matchers::Contains;
+
+namespace {
+
+const std::string kWorkbench = WORKBENCH_BINARY_DIR "/bin/workbench";
+constexpr double kPi = 3.14159265358979323846;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("wbtest_e2e_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    if (std::getenv("WORKBENCH_KEEP_E2E")) {
+      std::fprintf(stderr, "kept %s\n", path.c_str());
+      return;
+    }
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
+  }
+  return out + "'";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+/// Runs `workbench <args>` with stdout and stderr captured to files in `dir`.
+Result run_workbench(const TempDir& dir, const std::vector<std::string>& args) {
+  static int counter = 0;
+  const std::string tag = std::to_string(++counter);
+  const std::string out_path = dir.file("stdout" + tag + ".txt"), err_path = dir.file("stderr" + tag + ".txt");
+  std::string cmd = quote(kWorkbench);
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " > " + quote(out_path) + " 2> " + quote(err_path) + " < /dev/null";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
+}
+
+/// One cell of a query that returns exactly one row.
+std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
+  auto q = store.query_rows(sql);
+  REQUIRE(q.rows.size() == 1);
+  REQUIRE(q.rows[0].size() == 1);
+  return q.rows[0][0];
+}
+
+bool asterisk_installed() {
+  for (const char* lang : {"en", "es"}) {
+    if (!fs::is_directory(std::string("/usr/share/asterisk/sounds/") + lang)) return false;
+    if (!fs::exists(std::string("/usr/share/doc/asterisk-core-sounds-") + lang + "/core-sounds-" + lang + ".txt.gz"))
+      return false;
+  }
+  return true;
+}
+
+const char* kTinyModel = R"(
+[model.speech_encoder]
+plugin = "conformer"
+d_model = 32
+heads = 2
+layers = 1
+ffn_dim = 64
+kernel_size = 7
+subsampling_channels = 8
+
+[objectives.ctc]
+plugin = "ctc"
+data = "train"
+
+[evaluators.asr]
+plugin = "asr"
+data = "dev"
+)";
+
+std::string trainer_section(const TempDir& dir, int steps) {
+  return "\n[trainer]\nsteps = " + std::to_string(steps) +
+         "\nlog_every = 1\nwarmup_steps = 2\nthreads = 2\nprogress = \"none\"\ncheckpoint_dir = \"" +
+         dir.file("checkpoints") + "\"\n";
+}
+
+/// A manifest of `n` short synthetic utterances (tones at 8 kHz, to exercise resampling) with transcripts.
+std::string write_manifest(const TempDir& dir, int n) {
+  fs::create_directories(dir.path / "audio");
+  std::string tsv = "id\tpath\ttext\tlang\n";
+  const std::vector<std::string> texts = {"ab", "ba", "Aab", "bb a", "a", "ab  ab"};
+  for (int i = 0; i < n; ++i) {
+    Audio a;
+    a.sample_rate = 8000;
+    const int samples = 4000 + 1200 * i;  // 0.5 .. 1.1 s
+    a.samples.resize(static_cast<std::size_t>(samples));
+    for (int t = 0; t < samples; ++t)
+      a.samples[static_cast<std::size_t>(t)] = static_cast<float>(0.2 * std::sin(2 * kPi * (300 + 50 * i) * t / 8000.0));
+    const std::string rel = "audio/utt" + std::to_string(i) + ".wav";
+    write_audio(dir.file(rel), a);
+    tsv += "utt" + std::to_string(i) + "\t" + rel + "\t" + texts[static_cast<std::size_t>(i) % texts.size()] + "\tzz\n";
+  }
+  const std::string path = dir.file("manifest.tsv");
+  write_file(path, tsv);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: a few steps on the Asterisk prompts are recorded in the run store", "[e2e][asterisk]") {
+  if (!asterisk_installed()) {
+    WARN("Asterisk prompts (asterisk-core-sounds-en/-es and -wav) are not installed: skipping");
+    return;
+  }
+  TempDir dir;
+  const std::string exp = dir.file("e2e.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, std::string(R"([experiment]
+name = "e2e"
+seed = 3
+
+[data.train]
+plugin = "asterisk"
+languages = ["en", "es"]
+max_per_language = 12
+batch_seconds = 30.0
+
+[data.dev]
+plugin = "asterisk"
+split = "dev"
+languages = ["en", "es"]
+max_per_language = 12
+shuffle = false
+)") + kTinyModel + trainer_section(dir, 20));
+
+  // --dump-config prints the resolved configuration and touches no database.
+  Result dump = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--dump-config", "--db", db});
+  INFO(dump.err);
+  REQUIRE(dump.exit_code == 0);
+  CHECK_THAT(dump.out, Contains("steps = 4") && Contains("[model.speech_encoder]"));
+  CHECK_FALSE(fs::exists(db));
+
+  Result run = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--db", db});
+  INFO(run.err);
+  REQUIRE(run.exit_code == 0);
+  REQUIRE(fs::exists(db));
+
+  RunStore store(db);
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  const auto& r = runs[0];
+  CHECK(r.status == "finished");
+  CHECK(r.experiment_name == "e2e");
+  CHECK(r.error_message.empty());
+  CHECK_FALSE(r.started_at.empty());
+  CHECK_FALSE(r.ended_at.empty());
+  CHECK(r.seed == 3);
+  CHECK(r.device == "cpu");
+  CHECK(r.kind == "train");
+  CHECK(r.torch_version == torch_header_version());
+  REQUIRE_FALSE(r.config_toml.empty());
+  CHECK(r.config_toml == dump.out);
+  CHECK(r.config_hash == results::sha256_text(r.config_toml));
+  const std::string id = std::to_string(r.id);
+
+  // Typed params: the override, the file's values, and what the run derived.
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'trainer.steps'") ==
+        std::optional<std::string>("4.0"));
+  CHECK(scalar(store, "SELECT value_text FROM params WHERE run_id = " + id + " AND key = 'trainer.steps'") ==
+        std::optional<std::string>("4"));
+  CHECK(scalar(store, "SELECT count(*) FROM params WHERE run_id = " + id +
+                          " AND key = 'model.speech_encoder.d_model' AND value_num = 32") ==
+        std::optional<std::string>("1"));
+  CHECK(scalar(store, "SELECT value_text FROM params WHERE run_id = " + id +
+                          " AND key = 'model.speech_encoder.plugin'") == std::optional<std::string>("conformer"));
+  CHECK(scalar(store, "SELECT value_num IS NULL FROM params WHERE run_id = " + id +
+                          " AND key = 'data.train.languages'") == std::optional<std::string>("1"));
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id +
+                          " AND key = 'derived.data.train.utterances'") == std::optional<std::string>("24.0"));
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id +
+                          " AND key = 'derived.data.dev.utterances'") == std::optional<std::string>("24.0"));
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'derived.steps_done'") ==
+        std::optional<std::string>("4.0"));
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'runtime.threads'") ==
+        std::optional<std::string>("2.0"));
+
+  // Training metrics at every step (log_every = 1), one row each.
+  auto loss = store.metrics(r.id, "ctc/loss");
+  REQUIRE(loss.size() == 4);
+  for (std::size_t i = 0; i < loss.size(); ++i) {
+    CHECK(loss[i].step == static_cast<std::int64_t>(i + 1));
+    CHECK(std::isfinite(loss[i].value));
+    CHECK(loss[i].value > 0);
+    CHECK(loss[i].wall_time > 1.6e9);
+  }
+  CHECK(scalar(store, "SELECT count(*) FROM metrics WHERE run_id = " + id + " AND key = 'ctc/loss'") ==
+        std::optional<std::string>("4"));
+  // The schedule: warm-up over 2 steps to lr = 1e-3, then 1e-3 * sqrt(2 / step).
+  auto lr = store.metrics(r.id, "train/lr");
+  REQUIRE(lr.size() == 4);
+  CHECK(lr[0].value == Approx(5e-4));
+  CHECK(lr[1].value == Approx(1e-3));
+  CHECK(lr[3].value == Approx(1e-3 * std::sqrt(0.5)));
+  // Evaluation at the start and at the end.
+  auto cer = store.metrics(r.id, "dev/cer");
+  REQUIRE(cer.size() == 2);
+  CHECK(cer[0].step == 0);
+  CHECK(cer[1].step == 4);
+  for (const auto& m : cer) CHECK((m.value >= 0 && std::isfinite(m.value)));
+  CHECK(store.metrics(r.id, "dev/cer/en").size() == 2);
+  CHECK(store.metrics(r.id, "dev/cer/es").size() == 2);
+  CHECK(store.metrics(r.id, "dev/wer").size() == 2);
+
+  // The plugins used, with the sha256 of each .so.
+  auto plugins = store.plugins(r.id);
+  REQUIRE(plugins.size() == 4);
+  std::map<std::string, std::string> kinds;
+  for (const auto& p : plugins) {
+    INFO(p.name);
+    kinds[p.name] = p.kind;
+    CHECK(p.path == Registry::builtin_plugin_dir() + "/" + p.name + ".so");
+    CHECK_FALSE(p.version.empty());
+    REQUIRE(p.sha256.size() == 64);
+    CHECK(p.sha256.find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK(p.sha256 == results::sha256_file(p.path));
+  }
+  CHECK(kinds == std::map<std::string, std::string>{
+                     {"asterisk", "dataset"}, {"conformer", "encoder"}, {"ctc", "loss"}, {"asr", "evaluator"}});
+
+  // The checkpoint is where the run says, and holds the step, the config and the vocabulary.
+  const std::string ckpt = dir.file("checkpoints") + "/run-" + id + "/final.pt";
+  REQUIRE(fs::exists(ckpt));
+  CHECK(fs::file_size(ckpt) > 10000);
+  CHECK(scalar(store, "SELECT value_text FROM params WHERE run_id = " + id + " AND key = 'derived.checkpoint'") ==
+        std::optional<std::string>(ckpt));
+  torch::serialize::InputArchive archive;
+  archive.load_from(ckpt);
+  torch::Tensor step;
+  archive.read("step", step);
+  CHECK(step.item<std::int64_t>() == 4);
+  c10::IValue config;
+  archive.read("config_toml", config);
+  CHECK(config.toStringRef() == r.config_toml);
+  c10::IValue vocabulary;
+  archive.read("vocabulary", vocabulary);
+  CHECK_THAT(vocabulary.toStringRef(), Contains("workbench-char-vocabulary"));
+  torch::Tensor head;
+  CHECK(archive.try_read("objectives.ctc.project.weight", head));
+  CHECK(head.size(1) == 32);
+}
+
+TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e][manifest]") {
+  TempDir dir;
+  const std::string manifest = write_manifest(dir, 6);
+  const std::string exp = dir.file("manifest.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 2));
+  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  INFO(run.err);
+  REQUIRE(run.exit_code == 0);
+  RunStore store(db);
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  const auto& r = runs[0];
+  CHECK(r.status == "finished");
+  CHECK(r.experiment_name == "manifest");  // the file's stem: no [experiment] name
+  const std::string id = std::to_string(r.id);
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id +
+                          " AND key = 'derived.data.train.utterances'") == std::optional<std::string>("6.0"));
+  // Vocabulary: blank, unknown, ' ', 'a', 'b' ("Aab" is lower-cased).
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'derived.vocabulary_size'") ==
+        std::optional<std::string>("5.0"));
+  auto loss = store.metrics(r.id, "ctc/loss");
+  REQUIRE(loss.size() == 2);
+  CHECK(loss[0].step == 1);
+  CHECK(loss[1].step == 2);
+  auto cer = store.metrics(r.id, "dev/cer/zz");
+  REQUIRE(cer.size() == 2);
+  CHECK(cer[0].step == 0);
+  CHECK(cer[1].step == 2);
+  auto plugins = store.plugins(r.id);
+  std::set<std::string> names;
+  for (const auto& p : plugins) names.insert(p.name);
+  CHECK(names == std::set<std::string>{"manifest", "conformer", "ctc", "asr"});
+  CHECK(fs::exists(dir.file("checkpoints") + "/run-" + id + "/final.pt"));
+}
+
+TEST_CASE("e2e: a configuration error fails the run and records the message", "[e2e][errors]") {
+  TempDir dir;
+  const std::string exp = dir.file("bad_key.toml");
+  const std::string db = dir.file("runs.db");
+  std::string model = kTinyModel;
+  const std::string anchor = "subsampling_channels = 8\n";
+  REQUIRE(model.find(anchor) != std::string::npos);
+  model.insert(model.find(anchor) + anchor.size(), "d_modle = 64\n");  // a typo in [model.speech_encoder]
+  const std::string text =
+      std::string("[data.train]\nplugin = \"manifest\"\npath = \"x.tsv\"\n") + model + trainer_section(dir, 2);
+  write_file(exp, text);
+
+  // --dump-config reports it too, and writes no database.
+  Result dump = run_workbench(dir, {"run", exp, "--dump-config", "--db", db});
+  CHECK(dump.exit_code != 0);
+  CHECK_THAT(dump.err, Contains("d_modle"));
+  CHECK_FALSE(fs::exists(db));
+
+  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK_THAT(run.err, Contains("d_modle") && Contains("recorded as failed run"));
+  REQUIRE(fs::exists(db));
+  RunStore store(db);
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  const auto& r = runs[0];
+  CHECK(r.status == "failed");
+  CHECK(r.experiment_name == "bad_key");
+  CHECK_THAT(r.error_message, Contains("d_modle") && Contains("unknown key") && Contains(exp + ":"));
+  CHECK_THAT(r.error_message, Contains("[model.speech_encoder]") && Contains("d_model"));
+  CHECK_FALSE(r.ended_at.empty());
+  CHECK(r.config_toml == text);  // the file as written: it did not resolve
+  CHECK(store.metrics(r.id).empty());
+
+  // A bad --set is recorded the same way, in the same database.
+  Result set = run_workbench(dir, {"run", exp, "--set", "trainer.steps", "--db", db});
+  CHECK(set.exit_code == 1);
+  runs = store.runs();
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[1].status == "failed");
+  CHECK_THAT(runs[1].error_message, Contains("--set trainer.steps"));
+}
+
+TEST_CASE("e2e: a dataset that fails to load fails the run, naming the file", "[e2e][errors]") {
+  TempDir dir;
+  const std::string missing = dir.file("no_such_manifest.tsv");
+  const std::string exp = dir.file("missing_data.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, "[experiment]\nname = \"missing\"\n[data.train]\nplugin = \"manifest\"\npath = \"" + missing +
+                      "\"\n[data.dev]\nplugin = \"manifest\"\npath = \"" + missing + "\"\n" + kTinyModel +
+                      trainer_section(dir, 2));
+  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK_THAT(run.err, Contains(missing));
+  RunStore store(db);
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  const auto& r = runs[0];
+  CHECK(r.status == "failed");
+  CHECK(r.experiment_name == "missing");
+  CHECK_THAT(r.error_message, Contains(missing));
+  CHECK_FALSE(r.ended_at.empty());
+  // The configuration resolved, so the run has its resolved config, params and plugins.
+  CHECK_THAT(r.config_toml, Contains("[data.train]") && Contains("plugin = \"manifest\""));
+  CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + std::to_string(r.id) +
+                          " AND key = 'trainer.steps'") == std::optional<std::string>("2.0"));
+  CHECK(store.plugins(r.id).size() == 4);
+  CHECK(store.metrics(r.id).empty());
+  CHECK_FALSE(fs::exists(dir.file("checkpoints")));
+
+  // A manifest whose audio file is missing names the audio file and the manifest.
+  const std::string manifest = dir.file("broken.tsv");
+  const std::string wav = dir.file("gone.wav");
+  write_file(manifest, "path\ttext\tlang\n" + wav + "\thello\ten\n");
+  Result broken = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
+                                      "data.dev.path=" + manifest});
+  CHECK(broken.exit_code == 1);
+  runs = store.runs();
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[1].status == "failed");
+  CHECK_THAT(runs[1].error_message, Contains(wav) && Contains(manifest));
+
+  // A manifest without the needed columns names the file and line.
+  write_file(manifest, "file\ttranscript\n" + wav + "\thello\n");
+  Result columns = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
+                                       "data.dev.path=" + manifest});
+  CHECK(columns.exit_code == 1);
+  runs = store.runs();
+  REQUIRE(runs.size() == 3);
+  CHECK(runs[2].status == "failed");
+  CHECK_THAT(runs[2].error_message, Contains(manifest + ":1") && Contains("'path'"));
+}
