@@ -3,6 +3,7 @@
 //
 // Set WORKBENCH_KEEP_E2E=1 to keep the temporary folders (their paths are printed) for inspection.
 #include <sys/wait.h>
+#include <torch/cuda.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 #include <unistd.h>
@@ -436,4 +437,29 @@ TEST_CASE("e2e: a dataset that fails to load fails the run, naming the file", "[
   REQUIRE(runs.size() == 3);
   CHECK(runs[2].status == "failed");
   CHECK_THAT(runs[2].error_message, Contains(manifest + ":1") && Contains("'path'"));
+}
+
+// Known bug (reported): run_command picks the device after opening the store but before begin_run, so
+// `trainer.device = "cuda"` without CUDA exits with an error and leaves no run in the database.
+TEST_CASE("e2e: an unavailable device fails the run and records it", "[e2e][errors]") {
+  if (torch::cuda::is_available()) {
+    WARN("CUDA is available here: trainer.device = \"cuda\" is not an error; skipping");
+    return;
+  }
+  TempDir dir;
+  const std::string manifest = write_manifest(dir, 2);
+  const std::string exp = dir.file("cuda.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest + "\"\n[data.dev]\nplugin = \"manifest\"\npath = \"" +
+                      manifest + "\"\n" + kTinyModel + trainer_section(dir, 1));
+  Result run = run_workbench(dir, {"run", exp, "--db", db, "--set", "trainer.device=cuda"});
+  INFO(run.err);
+  CHECK(run.exit_code == 1);
+  CHECK_THAT(run.err, Contains("CUDA is not available"));
+  REQUIRE(fs::exists(db));
+  RunStore store(db);
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  CHECK(runs[0].status == "failed");
+  CHECK_THAT(runs[0].error_message, Contains("CUDA"));
 }

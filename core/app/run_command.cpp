@@ -147,14 +147,26 @@ int run_command(const RunArgs& args) {
   BlasInfo blas = detect_blas();
   if (tr.get_int("blas_threads") > 0) set_blas_threads(static_cast<int>(tr.get_int("blas_threads")));
   blas = detect_blas();
-  c10::Device device = pick_device(tr.get_string("device"));
+  std::string device_error;
+  c10::Device device(c10::DeviceType::CPU);
+  try {
+    device = pick_device(tr.get_string("device"));
+  } catch (const Error& e) {
+    device_error = e.what();
+  }
 
   info.experiment_name = cfg.name;
   info.config_toml = cfg.resolved_toml;
   info.config_hash = results::sha256_text(cfg.resolved_toml);
   info.seed = cfg.seed;
-  info.device = device.str();
+  info.device = device_error.empty() ? device.str() : tr.get_string("device") + " (unavailable)";
   const std::int64_t run = store.begin_run(info);
+  if (!device_error.empty()) {
+    store.finish_run(run, RunStatus::Failed, device_error);
+    std::fprintf(stderr, "error: %s\n(recorded as failed run %lld in %s)\n", device_error.c_str(),
+                 static_cast<long long>(run), args.db.c_str());
+    return 1;
+  }
 
   std::fprintf(stderr, "workbench run %lld: %s (%s)\n", static_cast<long long>(run), cfg.name.c_str(),
                args.experiment.c_str());

@@ -292,12 +292,18 @@ ExperimentFile ExperimentFile::parse_text(const std::string& text, const std::st
     } catch (const toml::parse_error&) {
       parsed = toml::table{{"v", raw}};  // a bare word such as --set data.train.plugin=manifest
     }
-    // Walk/create the dotted path.
-    toml::table* t = &impl->root;
-    std::string part;
-    std::istringstream parts(key);
+    // Walk/create the dotted path. Empty parts ("trainer.", "a..b") are refused, not dropped.
     std::vector<std::string> names;
-    while (std::getline(parts, part, '.')) names.push_back(part);
+    std::size_t start = 0;
+    while (true) {
+      auto dot = key.find('.', start);
+      names.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    for (const auto& n : names)
+      if (n.empty()) throw ConfigError(fmt::format("--set {}: the key '{}' has an empty part", o, key));
+    toml::table* t = &impl->root;
     for (std::size_t i = 0; i + 1 < names.size(); ++i) {
       toml::node* child = t->get(names[i]);
       if (!child) {
@@ -308,7 +314,6 @@ ExperimentFile ExperimentFile::parse_text(const std::string& text, const std::st
         throw ConfigError(fmt::format("--set {}: '{}' is not a table", o, names[i]));
       t = child->as_table();
     }
-    if (names.empty() || names.back().empty()) throw ConfigError(fmt::format("--set {}: empty key", o));
     t->insert_or_assign(names.back(), *parsed.get("v"));
     impl->overridden.insert(key);
   }

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include <fmt/format.h>
 #include <openssl/evp.h>
@@ -43,6 +44,7 @@ std::string md5_hex(const std::string& text) {
 }
 
 std::int64_t stable_bucket(const std::string& key, std::int64_t buckets) {
+  if (buckets <= 0) throw std::invalid_argument("stable_bucket: buckets must be positive");
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(key.data(), key.size(), digest, &len, EVP_md5(), nullptr);

@@ -98,7 +98,7 @@ std::vector<std::string> split_words(const std::string& text) {
   std::vector<std::string> words;
   std::string current;
   for (char c : text) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
       if (!current.empty()) words.push_back(std::move(current));
       current.clear();
     } else {

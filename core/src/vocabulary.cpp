@@ -45,7 +45,8 @@ Vocabulary Vocabulary::deserialize(const std::string& text) {
     if (line.empty()) continue;
     std::size_t used = 0;
     unsigned long cp = std::stoul(line, &used);
-    if (used != line.size()) throw std::invalid_argument("bad vocabulary line: '" + line + "'");
+    if (used != line.size() || line[0] == '-' || cp > 0x10FFFF)
+      throw std::invalid_argument("bad vocabulary line: '" + line + "' (expected a code point in decimal)");
     v.ids_[static_cast<char32_t>(cp)] = static_cast<std::int64_t>(v.symbols_.size());
     v.symbols_.push_back(static_cast<char32_t>(cp));
   }

@@ -54,7 +54,10 @@ class CtcLoss final : public Loss, public FramePredictor {
     LossOutput out;
     out.loss = loss;
     out.metrics.emplace_back("loss", loss.detach());
-    auto blank_share = (log_probs.detach().argmax(-1) == Vocabulary::kBlank).to(torch::kFloat32).mean();
+    // Share of valid (unpadded) frames whose best symbol is blank: near 1 early in training.
+    auto valid = ~padding_mask(lengths, log_probs.size(1));
+    auto blank = (log_probs.detach().argmax(-1) == Vocabulary::kBlank) & valid;
+    auto blank_share = blank.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32);
     out.metrics.emplace_back("blank_rate", blank_share);
     return out;
   }
