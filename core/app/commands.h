@@ -25,4 +25,7 @@ int inspect_audio_command(const InspectArgs& args);
 /// `workbench plugins [--describe NAME]`.
 int plugins_command(const std::string& describe, const std::vector<std::string>& extra_dirs);
 
+/// `workbench new-plugin KIND NAME [--dir D]`: a buildable out-of-tree plugin project.
+int new_plugin_command(const std::string& kind, const std::string& name, const std::string& dir);
+
 }  // namespace workbench::app

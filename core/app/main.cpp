@@ -33,11 +33,18 @@ int main(int argc, char** argv) {
   plugins_cmd->add_option("--describe", describe, "show one plugin's options");
   plugins_cmd->add_option("--path", plugin_dirs, "extra plugin directory")->expected(1)->take_all();
 
+  std::string new_kind, new_name, new_dir;
+  auto* new_cmd = app.add_subcommand("new-plugin", "write a small out-of-tree plugin project to start from");
+  new_cmd->add_option("kind", new_kind, "plugin kind (loss)")->required();
+  new_cmd->add_option("name", new_name, "plugin name")->required();
+  new_cmd->add_option("--dir", new_dir, "where to write it (default: ./NAME)");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*run_cmd) return workbench::app::run_command(run);
     if (*inspect_cmd) return workbench::app::inspect_audio_command(inspect);
     if (*plugins_cmd) return workbench::app::plugins_command(describe, plugin_dirs);
+    if (*new_cmd) return workbench::app::new_plugin_command(new_kind, new_name, new_dir);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

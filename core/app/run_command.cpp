@@ -253,6 +253,7 @@ int run_command(const RunArgs& args) {
       b.batch_seconds = c.get_float("batch_seconds");
       b.max_batch = c.get_int("max_batch");
       b.shuffle = c.get_bool("shuffle");
+      b.sortagrad = c.get_bool("sortagrad");
       b.frames_per_second = frames_per_second;
       auto batcher = std::make_shared<BucketBatcher>(p, b, static_cast<std::uint64_t>(cfg.seed));
       if (eval_names.count(name)) eval_batches[name] = batcher->all();

@@ -89,7 +89,7 @@ Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices)
 BucketBatcher::BucketBatcher(const PreparedData& data, BatchingOptions options, std::uint64_t seed)
     : data_(data), options_(options), rng_(seed) {
   if (data_.size() == 0) throw DataError(fmt::format("[data.{}] has no usable examples", data_.name));
-  plan_ = make_plan(options_.shuffle ? &rng_ : nullptr);
+  plan_ = make_plan(options_.shuffle && !options_.sortagrad ? &rng_ : nullptr);
 }
 
 std::vector<std::vector<std::size_t>> BucketBatcher::make_plan(std::mt19937_64* jitter_rng) const {

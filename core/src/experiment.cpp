@@ -74,7 +74,8 @@ const OptionSchema& data_core_schema() {
           .add_float("batch_seconds", 160.0, "audio per batch, counting padding (s)", 0)
           .add_int("max_batch", 64, "most utterances in a batch", 1)
           .add_float("max_seconds", 0.0, "drop longer utterances (0 = keep all)", 0)
-          .add_bool("shuffle", true, "shuffle batches every epoch");
+          .add_bool("shuffle", true, "shuffle batches every epoch")
+          .add_bool("sortagrad", false, "first epoch from the shortest batches to the longest (DeepSpeech 2)");
   return schema;
 }
 const OptionSchema& encoder_core_schema() {

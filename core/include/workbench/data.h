@@ -44,6 +44,9 @@ struct BatchingOptions {
   double batch_seconds = 160;  ///< padded audio per batch (s): B * T_max * hop <= this
   std::int64_t max_batch = 64;
   bool shuffle = true;
+  /// SortaGrad (Amodei et al. 2016, DeepSpeech 2, section 3.1): the first epoch goes from the shortest
+  /// batches to the longest, which gets CTC off its all-blank plateau sooner.
+  bool sortagrad = false;
   double frames_per_second = 100;
 };
 

@@ -1,5 +1,7 @@
 #pragma once
 // Dataset plugins: where utterances come from. Batching, features and bucketing are the core's.
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "workbench/batch.h"
@@ -16,5 +18,11 @@ class Dataset : public Component {
   /// Throws DataError naming the file (or the apt package to install) when something is missing.
   virtual std::vector<Utterance> load(const BuildContext& context) = 0;
 };
+
+/// Reads and resamples the audio of every utterance (`path` -> `samples` at `sample_rate` Hz), in
+/// parallel over LibTorch's intra-op threads. Throws DataError with the first file that failed, with
+/// `context` appended (e.g. "(listed in train.tsv)").
+void load_utterance_audio(std::vector<Utterance>& utterances, std::int64_t sample_rate,
+                          const std::string& context = "");
 
 }  // namespace workbench

@@ -3,15 +3,11 @@
 // The same prompt id carries the same message in every language, so the split is made on the id
 // (MD5 of the id mod 10: 0 = test, 1 = dev, 2-9 = train) and an id never crosses splits.
 #include <algorithm>
-#include <atomic>
 #include <filesystem>
-#include <mutex>
 #include <sstream>
 
-#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
-#include "workbench/audio.h"
 #include "workbench/dataset.h"
 #include "workbench/error.h"
 #include "workbench/io.h"
@@ -75,21 +71,7 @@ class AsteriskDataset final : public Dataset {
       auto part = load_language(lang);
       all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
     }
-    // Decoding and resampling dominate start-up; spread them over the intra-op threads.
-    std::mutex error_mutex;
-    std::string first_error;
-    at::parallel_for(0, static_cast<std::int64_t>(all.size()), 1, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        auto& u = all[static_cast<std::size_t>(i)];
-        try {
-          u.samples = load_audio(u.path, ctx.sample_rate).samples;
-        } catch (const std::exception& ex) {
-          std::lock_guard<std::mutex> lock(error_mutex);
-          if (first_error.empty()) first_error = ex.what();
-        }
-      }
-    });
-    if (!first_error.empty()) throw DataError(first_error);
+    load_utterance_audio(all, ctx.sample_rate);
     return all;
   }
 

@@ -3,13 +3,10 @@
 // (WAV, FLAC, Ogg/Vorbis, Ogg/Opus...) at any sample rate; relative paths are relative to the manifest.
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <sstream>
 
-#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
-#include "workbench/audio.h"
 #include "workbench/dataset.h"
 #include "workbench/error.h"
 #include "workbench/io.h"
@@ -75,20 +72,7 @@ class ManifestDataset final : public Dataset {
       out.push_back(std::move(u));
     }
     if (column.empty()) throw DataError(fmt::format("{}: the manifest is empty (no header line)", path_));
-    std::mutex m;
-    std::string first_error;
-    at::parallel_for(0, static_cast<std::int64_t>(out.size()), 1, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        auto& u = out[static_cast<std::size_t>(i)];
-        try {
-          u.samples = load_audio(u.path, ctx.sample_rate).samples;
-        } catch (const std::exception& ex) {
-          std::lock_guard<std::mutex> lock(m);
-          if (first_error.empty()) first_error = fmt::format("{} (listed in {})", ex.what(), path_);
-        }
-      }
-    });
-    if (!first_error.empty()) throw DataError(first_error);
+    load_utterance_audio(out, ctx.sample_rate, fmt::format("(listed in {})", path_));
     return out;
   }
 
