@@ -297,7 +297,7 @@ FbankGeometry fbank_geometry(const FbankOptions& o) {
     bad("sample_rate must be positive, got " + fmt_double(o.sample_rate()));
   }
   if (o.dither() != 0.0) bad("dither is not supported (got " + fmt_double(o.dither()) + "); set it to 0");
-  if (o.use_energy()) bad("use_energy=true is not supported; the log-energy column is not implemented");
+  if (o.use_energy()) bad("use_energy=true is not supported: this filterbank has no log-energy column");
   if (o.num_mel_bins() <= 3) bad("num_mel_bins must be > 3, got " + std::to_string(o.num_mel_bins()));
   if (!(o.preemphasis() >= 0.0 && o.preemphasis() <= 1.0)) {
     bad("preemphasis must be in [0, 1], got " + fmt_double(o.preemphasis()));

@@ -49,9 +49,9 @@ struct FbankOptions {
   TORCH_ARG(bool, snip_edges) = true;
   /// Window function: "povey" | "hamming" | "hanning" | "rectangular".
   TORCH_ARG(std::string, window) = "povey";
-  /// Must stay false: the log-energy column is not implemented.
+  /// Must stay false: there is no log-energy column (unsupported; set it and compute_fbank throws).
   TORCH_ARG(bool, use_energy) = false;
-  /// Must stay 0: dithering is not implemented (features are deterministic).
+  /// Must stay 0: no dithering, so features are deterministic (any other value throws).
   TORCH_ARG(double, dither) = 0.0;
   /// Zero-pad each frame to the next power of two before the FFT (otherwise the frame length must be even).
   TORCH_ARG(bool, round_to_power_of_two) = true;

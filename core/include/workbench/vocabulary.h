@@ -30,7 +30,7 @@ class Vocabulary {
   std::string symbol(std::int64_t id) const;
 
  private:
-  std::vector<char32_t> symbols_;  // index = id; [0] and [1] are placeholders
+  std::vector<char32_t> symbols_;  // index = id; [0] and [1] (blank, unknown) hold no character
   std::unordered_map<char32_t, std::int64_t> ids_;
 };
 
