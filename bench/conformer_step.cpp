@@ -58,6 +58,7 @@ double run_ours(const Args& a) {
   enc.set("kernel_size", a.kernel, "bench");
   enc.set("conv_norm", std::string("batch"), "bench");
   enc.set("conv_norm_groups", std::int64_t{8}, "bench");
+  enc.set("batch_norm_momentum", 0.1, "bench");
   enc.set("subsampling_channels", a.channels, "bench");
   enc.set("dropout", 0.1, "bench");
   BuildContext ctx;

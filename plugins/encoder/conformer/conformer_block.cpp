@@ -62,7 +62,8 @@ ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()) {
       "depthwise",
       torch::nn::Conv1d(torch::nn::Conv1dOptions(D, D, o.kernel_size()).groups(D).padding(o.kernel_size() / 2)));
   if (o.conv_norm() == "batch") {
-    batch_norm = register_module("batch_norm", torch::nn::BatchNorm1d(D));
+    batch_norm = register_module(
+        "batch_norm", torch::nn::BatchNorm1d(torch::nn::BatchNormOptions(D).momentum(o.batch_norm_momentum())));
   } else if (o.conv_norm() == "group") {
     if (D % o.conv_norm_groups() != 0)
       throw std::invalid_argument("d_model must be divisible by conv_norm_groups");

@@ -23,6 +23,7 @@ struct BlockOptions {
   TORCH_ARG(std::int64_t, kernel_size) = 31;   ///< depthwise convolution, odd
   TORCH_ARG(std::string, conv_norm) = "batch"; ///< batch | group | layer
   TORCH_ARG(std::int64_t, conv_norm_groups) = 8;  ///< for group norm
+  TORCH_ARG(double, batch_norm_momentum) = 0.1;   ///< for batch norm: weight of each batch in the running statistics
   TORCH_ARG(double, dropout) = 0.1;
 };
 

@@ -39,6 +39,7 @@ class ConformerEncoder final : public Encoder {
         .kernel_size(opt.get_int("kernel_size"))
         .conv_norm(opt.get_string("conv_norm"))
         .conv_norm_groups(opt.get_int("conv_norm_groups"))
+        .batch_norm_momentum(opt.get_float("batch_norm_momentum"))
         .dropout(opt.get_float("dropout"));
     if (o.d_model() % o.heads() != 0)
       opt.fail("heads", "d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads");
@@ -98,6 +99,8 @@ PluginDescriptor describe() {
       .add_choice("conv_norm", "batch", {"batch", "group", "layer"},
                   "norm in the conv module (mSLAM uses group norm for multimodal training)")
       .add_int("conv_norm_groups", 8, "groups for conv_norm = group", 1)
+      .add_float("batch_norm_momentum", 0.1,
+                 "conv_norm = batch: weight of each batch in the running statistics used at evaluation", 0, 1)
       .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0)
       .add_float("dropout", 0.1, "dropout in every sub-module and after the subsampling", 0, 1);
   d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
