@@ -182,6 +182,17 @@ TEST_CASE("a conformer built through the registry has the right shapes", "[regis
     CHECK(o.x.size(1) == ((T - 1) / 2 - 1) / 2);
     CHECK(o.lengths[0].item<std::int64_t>() == ((T - 1) / 2 - 1) / 2);
   }
+
+  // Clips shorter than the subsampling's receptive field (7 frames) do not crash: they come out with
+  // length 0 and finite values.
+  for (std::int64_t T : {1, 3, 6}) {
+    INFO("T = " << T);
+    auto o = encoder->forward(torch::randn({2, T, 80}), torch::tensor(std::vector<std::int64_t>{T, 1}));
+    CHECK(o.x.size(1) == 1);
+    CHECK(torch::isfinite(o.x).all().item<bool>());
+    CHECK(o.lengths[0].item<std::int64_t>() == 0);
+    CHECK(o.lengths[1].item<std::int64_t>() == 0);
+  }
 }
 
 TEST_CASE("a plugin's ConfigError passes through create unchanged", "[registry][conformer]") {

@@ -67,9 +67,7 @@ class LanguageIdLoss final : public workbench::Loss {
                                 const workbench::StepInfo&) override {
     if (!model.speech_encoder) throw workbench::ConfigError("@NAME@ needs [model.speech_encoder]");
     auto encoded = model.speech_encoder->forward(batch.features, batch.feature_lengths);
-    // Mean over valid frames only: (B, T, D) -> (B, D).
-    auto valid = (~workbench::padding_mask(encoded.lengths, encoded.x.size(1))).unsqueeze(-1).to(encoded.x.dtype());
-    auto pooled = (encoded.x * valid).sum(1) / valid.sum(1).clamp_min(1.0);
+    auto pooled = workbench::masked_mean(encoded.x, encoded.lengths);  // (B, T, D) -> (B, D)
     auto logits = head_->linear(pooled);
     std::vector<std::int64_t> ids;
     for (const auto& lang : batch.langs) {

@@ -88,11 +88,6 @@ std::string raw_file_text(const std::string& path) {
   return ss.str();
 }
 
-struct Built {
-  ExperimentConfig config;
-  Registry registry;
-};
-
 }  // namespace
 
 int run_command(const RunArgs& args) {
@@ -144,9 +139,8 @@ int run_command(const RunArgs& args) {
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = tr.get_int("threads") > 0 ? static_cast<int>(tr.get_int("threads")) : cores;
   at::set_num_threads(threads);
-  BlasInfo blas = detect_blas();
   if (tr.get_int("blas_threads") > 0) set_blas_threads(static_cast<int>(tr.get_int("blas_threads")));
-  blas = detect_blas();
+  const BlasInfo blas = detect_blas();
   std::string device_error;
   c10::Device device(c10::DeviceType::CPU);
   try {

@@ -21,4 +21,9 @@ torch::Tensor padding_mask(const torch::Tensor& lengths, std::int64_t max_length
   return positions >= lengths.unsqueeze(1);
 }
 
+torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& lengths) {
+  auto valid = (~padding_mask(lengths, x.size(1))).unsqueeze(-1).to(x.dtype());
+  return (x * valid).sum(1) / valid.sum(1).clamp_min(1.0);
+}
+
 }  // namespace workbench

@@ -14,12 +14,12 @@ namespace workbench {
 PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
                           const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds) {
   const double rate = settings.fbank.sample_rate();
-  const auto window = static_cast<std::size_t>(rate * settings.fbank.frame_length_ms() / 1000.0);
   std::vector<char> keep(utterances.size(), 0);
   for (std::size_t i = 0; i < utterances.size(); ++i) {
     const auto& u = utterances[i];
     double seconds = static_cast<double>(u.samples.size()) / rate;
-    bool ok = u.samples.size() >= window && (max_seconds <= 0 || seconds <= max_seconds);
+    bool ok = fbank_num_frames(static_cast<std::int64_t>(u.samples.size()), settings.fbank) > 0 &&
+              (max_seconds <= 0 || seconds <= max_seconds);
     if (kind == BatchKind::Paired && u.text.empty()) ok = false;
     keep[i] = ok;
   }

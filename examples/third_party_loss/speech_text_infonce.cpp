@@ -50,10 +50,8 @@ class SpeechTextInfoNce final : public workbench::Loss {
                                 const workbench::StepInfo&) override {
     if (!model.speech_encoder) throw workbench::ConfigError("speech_text_infonce needs [model.speech_encoder]");
     auto enc = model.speech_encoder->forward(batch.features, batch.feature_lengths);
-    auto frame_valid = (~workbench::padding_mask(enc.lengths, enc.x.size(1))).unsqueeze(-1).to(enc.x.dtype());
-    auto speech = (enc.x * frame_valid).sum(1) / frame_valid.sum(1).clamp_min(1.0);           // (B, D)
-    auto char_valid = (~workbench::padding_mask(batch.token_lengths, batch.tokens.size(1))).unsqueeze(-1).to(enc.x.dtype());
-    auto text = (towers_->chars(batch.tokens) * char_valid).sum(1) / char_valid.sum(1).clamp_min(1.0);  // (B, E)
+    auto speech = workbench::masked_mean(enc.x, enc.lengths);                                  // (B, D)
+    auto text = workbench::masked_mean(towers_->chars(batch.tokens), batch.token_lengths);    // (B, E)
     auto s = F::normalize(towers_->speech(speech), F::NormalizeFuncOptions().dim(-1));
     auto t = F::normalize(towers_->text(text), F::NormalizeFuncOptions().dim(-1));
     auto logits = torch::matmul(s, t.t()) / temperature_;                                       // (B, B)

@@ -38,4 +38,8 @@ class Encoder : public Component {
 /// (B, T) bool: true at padded positions (t >= lengths[b]). `lengths` is (B) int64.
 torch::Tensor padding_mask(const torch::Tensor& lengths, std::int64_t max_length);
 
+/// Mean of (B, T, D) over the valid positions of each row -> (B, D). A row of length 0 gives zeros.
+/// The usual pooled utterance (or sentence) vector for classification and retrieval losses.
+torch::Tensor masked_mean(const torch::Tensor& x, const torch::Tensor& lengths);
+
 }  // namespace workbench

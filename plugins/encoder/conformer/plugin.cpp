@@ -59,7 +59,12 @@ class ConformerEncoder final : public Encoder {
   std::int64_t output_dim() const override { return d_model_; }
 
   EncoderOutput embed(const torch::Tensor& features, const torch::Tensor& lengths) override {
-    auto x = net_->subsampling(features);
+    // A batch of clips shorter than the subsampling's receptive field would fail inside Conv2d; pad it
+    // so that those rows come out with length 0 (CTC then counts them as 0 with zero_infinity).
+    auto padded = features;
+    if (features.size(1) < SubsamplingImpl::kMinFrames)
+      padded = torch::constant_pad_nd(features, {0, 0, 0, SubsamplingImpl::kMinFrames - features.size(1)});
+    auto x = net_->subsampling(padded);
     auto out_lengths = torch::clamp(SubsamplingImpl::output_lengths(lengths), 0, x.size(1));
     if (net_->is_training() && input_dropout_ > 0)
       x = torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(input_dropout_).training(true));
