@@ -15,6 +15,10 @@ packages=(
   libsndfile1-dev libsoxr-dev
   # tests
   catch2
+  # SentencePiece tokenizer (SLAM text embedding)
+  libsentencepiece-dev
+  # unpaired text in five languages (issue 3: SpanBERT data)
+  fortunes fortunes-es fortunes-it fortunes-ru fortunes-de
   # data: human speech with transcripts in five languages
   asterisk-core-sounds-en asterisk-core-sounds-en-wav
   asterisk-core-sounds-es asterisk-core-sounds-es-wav

@@ -10,6 +10,8 @@ struct RunArgs {
   std::vector<std::string> overrides;  ///< --set key=value
   std::string db = "results/workbench.db";
   bool dump_config = false;
+  /// Build the model and losses, print and record the parameter counts, train nothing, load no data.
+  bool dry_run = false;
 };
 /// `workbench run`. Returns the process exit code: 0 finished, 1 failed, 130 interrupted.
 int run_command(const RunArgs& args);

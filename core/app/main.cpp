@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
       ->expected(1);
   run_cmd->add_option("--db", run.db, "SQLite run store")->capture_default_str();
   run_cmd->add_flag("--dump-config", run.dump_config, "print the resolved configuration and exit");
+  run_cmd->add_flag("--dry-run", run.dry_run,
+                    "build the model and losses, print and record the parameter counts; no data, no training");
 
   workbench::app::InspectArgs inspect;
   auto* inspect_cmd = app.add_subcommand("inspect-audio", "print an audio file's facts and filterbank shape");

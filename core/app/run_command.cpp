@@ -22,6 +22,7 @@
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
 #include "workbench/runtime.h"
+#include "workbench/text_embedding.h"
 #include "workbench/trainer.h"
 #include "workbench/vocabulary.h"
 
@@ -184,6 +185,8 @@ int run_command(const RunArgs& args) {
     std::vector<const ComponentConfig*> components;
     for (const auto& d : cfg.data) components.push_back(&d);
     components.push_back(&cfg.speech_encoder);
+    for (const auto* part : {&cfg.text_embedding, &cfg.shared_encoder})
+      if (!part->plugin.empty()) components.push_back(part);
     for (const auto& o : cfg.objectives) components.push_back(&o);
     for (const auto& e : cfg.evaluators) components.push_back(&e);
     std::set<std::pair<PluginKind, std::string>> recorded;
@@ -200,18 +203,35 @@ int run_command(const RunArgs& args) {
     base.seed = static_cast<std::uint64_t>(cfg.seed);
     base.sample_rate = cfg.frontend.get_int("sample_rate");
 
-    // Data: load, then build the vocabulary from the transcripts the objectives train on.
+    // Data: load, then build the vocabulary from the texts the objectives train on. A dry run loads none.
     std::set<std::string> train_names, eval_names;
     for (const auto& o : cfg.objectives) train_names.insert(o.core.get_string("data"));
     for (const auto& e : cfg.evaluators) eval_names.insert(e.core.get_string("data"));
+    if (args.dry_run) train_names.clear(), eval_names.clear();
     std::map<std::string, std::vector<Utterance>> raw;
     std::map<std::string, BatchKind> kinds;
     auto t_data = std::chrono::steady_clock::now();
     for (const auto& d : cfg.data) {
       if (!train_names.count(d.name) && !eval_names.count(d.name)) continue;
-      auto dataset = registry.create_as<Dataset>(PluginKind::Dataset, d.plugin, d.options, base);
-      kinds[d.name] = dataset->kind();
-      raw[d.name] = dataset->load(base);
+      const std::string use = d.core.get_string("use");
+      BuildContext data_ctx = base;
+      data_ctx.load_audio = use != "text";
+      auto dataset = registry.create_as<Dataset>(PluginKind::Dataset, d.plugin, d.options, data_ctx);
+      BatchKind kind = dataset->kind();
+      if (use != "auto") {
+        BatchKind wanted = use == "speech" ? BatchKind::Speech : use == "text" ? BatchKind::Text : BatchKind::Paired;
+        // Paired data can serve as either half; nothing else can become what it lacks.
+        if (wanted != kind && kind != BatchKind::Paired)
+          d.core.fail("use", fmt::format("the {} plugin '{}' gives {} data, which cannot be used as {}",
+                                         to_string(PluginKind::Dataset), d.plugin, to_string(kind), use));
+        kind = wanted;
+      }
+      kinds[d.name] = kind;
+      raw[d.name] = dataset->load(data_ctx);
+      for (auto& u : raw[d.name]) {
+        if (kind == BatchKind::Speech) u.text.clear();
+        if (kind == BatchKind::Text) std::vector<float>().swap(u.samples);
+      }
     }
     std::vector<std::string> train_texts;
     for (const auto& n : train_names)
@@ -231,15 +251,25 @@ int run_command(const RunArgs& args) {
     std::vector<results::Param> derived;
     for (const auto& [name, p] : prepared) {
       derived.push_back(to_param("derived.data." + name + ".utterances", static_cast<std::int64_t>(p.size())));
-      derived.push_back(to_param("derived.data." + name + ".hours", p.seconds / 3600.0));
-      std::fprintf(stderr, "  data %-8s %6zu utterances, %.2f h\n", name.c_str(), p.size(), p.seconds / 3600.0);
+      if (p.kind == BatchKind::Text) {
+        std::int64_t chars = 0;
+        for (const auto& t : p.tokens) chars += static_cast<std::int64_t>(t.size());
+        derived.push_back(to_param("derived.data." + name + ".characters", chars));
+        std::fprintf(stderr, "  data %-8s %6zu sentences, %lld characters (text)\n", name.c_str(), p.size(),
+                     static_cast<long long>(chars));
+      } else {
+        derived.push_back(to_param("derived.data." + name + ".hours", p.seconds / 3600.0));
+        std::fprintf(stderr, "  data %-8s %6zu utterances, %.2f h (%s)\n", name.c_str(), p.size(), p.seconds / 3600.0,
+                     to_string(p.kind));
+      }
     }
     derived.push_back(to_param("derived.vocabulary_size", vocabulary->size()));
-    std::fprintf(stderr, "  %lld characters in the vocabulary (blank and unknown included); data ready in %.1f s\n",
-                 static_cast<long long>(vocabulary->size()),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_data).count());
+    if (!args.dry_run)
+      std::fprintf(stderr, "  %lld characters in the vocabulary (blank and unknown included); data ready in %.1f s\n",
+                   static_cast<long long>(vocabulary->size()),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_data).count());
 
-    std::map<std::string, std::shared_ptr<BucketBatcher>> batchers;
+    std::map<std::string, std::shared_ptr<TrainBatcher>> batchers;
     std::map<std::string, std::vector<Batch>> eval_batches;
     for (const auto& [name, p] : prepared) {
       const auto& c = cfg.find_data(name)->core;
@@ -249,19 +279,52 @@ int run_command(const RunArgs& args) {
       b.shuffle = c.get_bool("shuffle");
       b.sortagrad = c.get_bool("sortagrad");
       b.frames_per_second = frames_per_second;
-      auto batcher = std::make_shared<BucketBatcher>(p, b, static_cast<std::uint64_t>(cfg.seed));
-      if (eval_names.count(name)) eval_batches[name] = batcher->all();
-      if (train_names.count(name)) batchers[name] = batcher;
+      const auto seed = static_cast<std::uint64_t>(cfg.seed);
+      if (eval_names.count(name)) eval_batches[name] = BucketBatcher(p, b, seed).all();
+      if (!train_names.count(name)) continue;
+      const double temperature = c.get_float("language_temperature");
+      if (temperature > 0) {
+        auto sampler = std::make_shared<LanguageSampler>(p, b, temperature, seed);
+        for (const auto& [lang, q] : sampler->probabilities())
+          derived.push_back(to_param("derived.data." + name + ".sampling." + lang, q));
+        batchers[name] = sampler;
+      } else {
+        batchers[name] = std::make_shared<BucketBatcher>(p, b, seed);
+      }
     }
 
-    // Model and objectives.
+    // Model: speech encoder -> (projection) shared encoder <- text embedding (mSLAM figure 1).
     ModelParts model;
     BuildContext enc_ctx = base;
     enc_ctx.input_dim = features.fbank.num_mel_bins();
     model.speech_encoder =
         registry.create_as<Encoder>(PluginKind::Encoder, cfg.speech_encoder.plugin, cfg.speech_encoder.options, enc_ctx);
+    const std::int64_t speech_dim = model.speech_encoder->output_dim();
+    std::int64_t context_dim = speech_dim;
+    if (!cfg.shared_encoder.plugin.empty()) {
+      BuildContext shared_ctx = base;
+      shared_ctx.input_dim = speech_dim;
+      model.shared_encoder = registry.create_as<Encoder>(PluginKind::Encoder, cfg.shared_encoder.plugin,
+                                                         cfg.shared_encoder.options, shared_ctx);
+      context_dim = model.shared_encoder->output_dim();
+      if (cfg.modality_embedding) model.modality = ModalityEmbedding(context_dim);
+    }
+    if (!cfg.text_embedding.plugin.empty()) {
+      BuildContext text_ctx = base;
+      text_ctx.model_dim = context_dim;
+      text_ctx.vocabulary = vocabulary;
+      text_ctx.training_texts = args.dry_run ? nullptr : &train_texts;
+      model.text_embedding = registry.create_as<TextEmbedding>(PluginKind::Encoder, cfg.text_embedding.plugin,
+                                                               cfg.text_embedding.options, text_ctx);
+      if (model.text_embedding->output_dim() != context_dim)
+        throw ConfigError(fmt::format("[model.text_embedding] gives {}-dimensional vectors but the shared encoder "
+                                      "works in {}",
+                                      model.text_embedding->output_dim(), context_dim));
+    }
     BuildContext loss_ctx = base;
-    loss_ctx.model_dim = model.speech_encoder->output_dim();
+    loss_ctx.model_dim = context_dim;
+    loss_ctx.speech_dim = speech_dim;
+    loss_ctx.text_vocab_size = model.text_embedding ? model.text_embedding->vocab_size() : 0;
     loss_ctx.vocabulary = vocabulary;
     std::vector<Objective> objectives;
     for (const auto& o : cfg.objectives)
@@ -271,10 +334,45 @@ int run_command(const RunArgs& args) {
     for (const auto& e : cfg.evaluators)
       evaluators.push_back({e.name, registry.create_as<Evaluator>(PluginKind::Evaluator, e.plugin, e.options, base),
                             e.core.get_string("data"), e.core.get_int("every")});
+    if (args.dry_run) {
+      // No batches: the trainer's data checks need a batcher per objective, so count parameters here.
+      std::int64_t total_params = 0;
+      std::vector<std::pair<std::string, torch::nn::Module*>> parts;
+      parts.emplace_back("speech_encoder", &model.speech_encoder->module());
+      if (model.text_embedding) parts.emplace_back("text_embedding", &model.text_embedding->module());
+      if (model.shared_encoder) parts.emplace_back("shared_encoder", &model.shared_encoder->module());
+      if (model.modality) parts.emplace_back("modality_embedding", model.modality.get());
+      for (auto& o : objectives)
+        if (auto* m = o.loss->module()) parts.emplace_back("objectives." + o.name, m);
+      std::fprintf(stderr, "  dry run: parameters by component\n");
+      for (auto& [name, m] : parts) {
+        std::int64_t n = 0;
+        for (const auto& p : m->parameters()) n += p.numel();
+        total_params += n;
+        derived.push_back(to_param("derived.parameters." + name, n));
+        std::fprintf(stderr, "  %-24s %14lld  (%.1fM)\n", name.c_str(), static_cast<long long>(n), n / 1e6);
+      }
+      std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "total", static_cast<long long>(total_params), total_params / 1e9);
+      derived.push_back(to_param("derived.parameters.total", total_params));
+      derived.push_back(to_param("runtime.dry_run", true));
+      store.add_params(run, derived);
+      store.finish_run(run, RunStatus::Finished);
+      std::fprintf(stderr, "dry run %lld recorded in %s\n", static_cast<long long>(run), args.db.c_str());
+      return 0;
+    }
 
     StoreSink sink(store, run);
     Trainer trainer(tr, model, std::move(objectives), std::move(evaluators), std::move(batchers),
-                    std::move(eval_batches), device, sink);
+                    std::move(eval_batches), device, sink, cfg.stages);
+    if (const std::string init = tr.get_string("init_checkpoint"); !init.empty()) {
+      if (Trainer::checkpoint_vocabulary(init) != vocabulary->serialize())
+        throw ConfigError(fmt::format("trainer.init_checkpoint {}: the checkpoint's character vocabulary differs from "
+                                      "this experiment's; the output layers would not line up",
+                                      init));
+      auto loaded = trainer.load_checkpoint(init);
+      derived.push_back(to_param("derived.init_checkpoint_tensors", static_cast<std::int64_t>(loaded.size())));
+      std::fprintf(stderr, "  loaded %zu tensors from %s\n", loaded.size(), init.c_str());
+    }
     std::int64_t total_params = 0;
     for (const auto& [name, n] : trainer.parameter_counts()) {
       derived.push_back(to_param("derived.parameters." + name, n));

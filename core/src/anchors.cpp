@@ -5,6 +5,7 @@
 #include "workbench/error.h"
 #include "workbench/evaluator.h"
 #include "workbench/loss.h"
+#include "workbench/text_embedding.h"
 
 namespace workbench {
 
@@ -18,6 +19,8 @@ Component::~Component() = default;
 Encoder::~Encoder() = default;
 Loss::~Loss() = default;
 FramePredictor::~FramePredictor() = default;
+SpeechCodeProvider::~SpeechCodeProvider() = default;
+TextEmbedding::~TextEmbedding() = default;
 Dataset::~Dataset() = default;
 Evaluator::~Evaluator() = default;
 

@@ -1,7 +1,11 @@
 #include "workbench/data.h"
 
 #include <algorithm>
+#include <limits>
+#include <map>
+#include <cmath>
 #include <numeric>
+#include <stdexcept>
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -11,6 +15,8 @@
 
 namespace workbench {
 
+TrainBatcher::~TrainBatcher() = default;
+
 PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
                           const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds) {
   const double rate = settings.fbank.sample_rate();
@@ -18,9 +24,10 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
   for (std::size_t i = 0; i < utterances.size(); ++i) {
     const auto& u = utterances[i];
     double seconds = static_cast<double>(u.samples.size()) / rate;
-    bool ok = fbank_num_frames(static_cast<std::int64_t>(u.samples.size()), settings.fbank) > 0 &&
-              (max_seconds <= 0 || seconds <= max_seconds);
-    if (kind == BatchKind::Paired && u.text.empty()) ok = false;
+    bool ok = kind == BatchKind::Text ||
+              (fbank_num_frames(static_cast<std::int64_t>(u.samples.size()), settings.fbank) > 0 &&
+               (max_seconds <= 0 || seconds <= max_seconds));
+    if (kind != BatchKind::Speech && u.text.empty()) ok = false;
     keep[i] = ok;
   }
   std::vector<torch::Tensor> features(utterances.size());
@@ -28,7 +35,7 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
   at::parallel_for(0, static_cast<std::int64_t>(utterances.size()), 1, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
       auto& u = utterances[static_cast<std::size_t>(i)];
-      if (!keep[static_cast<std::size_t>(i)]) continue;
+      if (!keep[static_cast<std::size_t>(i)] || kind == BatchKind::Text) continue;
       auto wave = torch::from_blob(u.samples.data(), {static_cast<std::int64_t>(u.samples.size())}, torch::kFloat32)
                       .mul(32768.0f);  // Kaldi's convention: int16 units
       auto f = compute_fbank(wave, settings.fbank);
@@ -43,7 +50,7 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
     if (!keep[i]) continue;
     auto& u = utterances[i];
     out.seconds += static_cast<double>(u.samples.size()) / rate;
-    out.features.push_back(std::move(features[i]));
+    if (kind != BatchKind::Text) out.features.push_back(std::move(features[i]));
     out.tokens.push_back(vocabulary ? vocabulary->encode(u.text) : std::vector<std::int64_t>{});
     out.ids.push_back(std::move(u.id));
     out.langs.push_back(std::move(u.lang));
@@ -57,25 +64,30 @@ Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices)
   Batch b;
   b.kind = data.kind;
   const auto n = static_cast<std::int64_t>(indices.size());
+  const bool audio = data.kind != BatchKind::Text;
   std::int64_t max_t = 0, max_l = 0;
   for (auto i : indices) {
-    max_t = std::max(max_t, data.features[i].size(0));
+    if (audio) max_t = std::max(max_t, data.features[i].size(0));
     max_l = std::max(max_l, static_cast<std::int64_t>(data.tokens[i].size()));
   }
-  const std::int64_t dim = n ? data.features[indices[0]].size(1) : 0;
-  b.features = torch::zeros({n, max_t, dim}, torch::kFloat32);
-  b.feature_lengths = torch::empty({n}, torch::kInt64);
+  if (audio) {
+    const std::int64_t dim = n ? data.features[indices[0]].size(1) : 0;
+    b.features = torch::zeros({n, max_t, dim}, torch::kFloat32);
+    b.feature_lengths = torch::empty({n}, torch::kInt64);
+  }
   b.tokens = torch::zeros({n, std::max<std::int64_t>(max_l, 1)}, torch::kInt64);
   b.token_lengths = torch::empty({n}, torch::kInt64);
-  auto fl = b.feature_lengths.accessor<std::int64_t, 1>();
+  std::int64_t* fl = audio ? b.feature_lengths.data_ptr<std::int64_t>() : nullptr;
   auto tl = b.token_lengths.accessor<std::int64_t, 1>();
   auto* tok = b.tokens.data_ptr<std::int64_t>();
   const std::int64_t tok_stride = b.tokens.size(1);
   for (std::int64_t r = 0; r < n; ++r) {
     auto i = indices[static_cast<std::size_t>(r)];
-    const auto& f = data.features[i];
-    b.features[r].narrow(0, 0, f.size(0)).copy_(f);
-    fl[r] = f.size(0);
+    if (audio) {
+      const auto& f = data.features[i];
+      b.features[r].narrow(0, 0, f.size(0)).copy_(f);
+      fl[r] = f.size(0);
+    }
     const auto& t = data.tokens[i];
     std::copy(t.begin(), t.end(), tok + r * tok_stride);
     tl[r] = static_cast<std::int64_t>(t.size());
@@ -99,14 +111,15 @@ std::vector<std::vector<std::size_t>> BucketBatcher::make_plan(std::mt19937_64* 
   std::vector<double> key(data_.size());
   std::uniform_real_distribution<double> noise(0.9, 1.1);
   for (std::size_t i = 0; i < key.size(); ++i)
-    key[i] = static_cast<double>(data_.features[i].size(0)) * (jitter ? noise(*jitter_rng) : 1.0);
+    key[i] = static_cast<double>(data_.length(i)) * (jitter ? noise(*jitter_rng) : 1.0);
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return key[a] < key[b]; });
-  const double budget_frames = options_.batch_seconds * options_.frames_per_second;
+  const double budget_frames = data_.kind == BatchKind::Text ? std::numeric_limits<double>::infinity()
+                                                             : options_.batch_seconds * options_.frames_per_second;
   std::vector<std::vector<std::size_t>> plan;
   std::vector<std::size_t> current;
   std::int64_t max_t = 0;
   for (auto i : order) {
-    std::int64_t t = data_.features[i].size(0);
+    std::int64_t t = data_.length(i);
     std::int64_t new_max = std::max(max_t, t);
     bool full = !current.empty() && (static_cast<double>(new_max) * static_cast<double>(current.size() + 1) > budget_frames ||
                                      static_cast<std::int64_t>(current.size()) >= options_.max_batch);
@@ -137,5 +150,50 @@ std::vector<Batch> BucketBatcher::all() const {
   for (const auto& idx : make_plan(nullptr)) out.push_back(collate(data_, idx));
   return out;
 }
+
+LanguageSampler::LanguageSampler(const PreparedData& data, BatchingOptions options, double temperature,
+                                 std::uint64_t seed)
+    : data_(data), options_(options), rng_(seed) {
+  if (data_.size() == 0) throw DataError(fmt::format("[data.{}] has no usable examples", data_.name));
+  if (!(temperature > 0)) throw std::invalid_argument("language sampling temperature must be > 0");
+  std::map<std::string, std::vector<std::size_t>> by_lang;
+  for (std::size_t i = 0; i < data_.size(); ++i) by_lang[data_.langs[i]].push_back(i);
+  std::vector<double> weights;
+  for (auto& [lang, members] : by_lang) {
+    languages_.push_back(lang);
+    weights.push_back(std::pow(static_cast<double>(members.size()) / static_cast<double>(data_.size()), 1.0 / temperature));
+    members_.push_back(std::move(members));
+  }
+  pick_language_ = std::discrete_distribution<std::size_t>(weights.begin(), weights.end());
+}
+
+std::vector<std::pair<std::string, double>> LanguageSampler::probabilities() const {
+  std::vector<std::pair<std::string, double>> out;
+  auto p = pick_language_.probabilities();
+  for (std::size_t i = 0; i < languages_.size(); ++i) out.emplace_back(languages_[i], p[i]);
+  return out;
+}
+
+std::vector<std::size_t> LanguageSampler::next_indices() {
+  const bool audio = data_.kind != BatchKind::Text;
+  const double budget_frames = options_.batch_seconds * options_.frames_per_second;
+  std::vector<std::size_t> picked;
+  std::int64_t max_t = 0;
+  while (static_cast<std::int64_t>(picked.size()) < options_.max_batch) {
+    const auto& members = members_[pick_language_(rng_)];
+    std::uniform_int_distribution<std::size_t> pick(0, members.size() - 1);
+    const std::size_t i = members[pick(rng_)];
+    const std::int64_t new_max = std::max(max_t, data_.length(i));
+    // The first example always goes in, however long, so that every batch has one.
+    if (audio && !picked.empty() && static_cast<double>(new_max) * static_cast<double>(picked.size() + 1) > budget_frames)
+      break;
+    picked.push_back(i);
+    max_t = new_max;
+  }
+  std::sort(picked.begin(), picked.end(), [&](auto a, auto b) { return data_.length(a) < data_.length(b); });
+  return picked;
+}
+
+Batch LanguageSampler::next() { return collate(data_, next_indices()); }
 
 }  // namespace workbench

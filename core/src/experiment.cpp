@@ -47,6 +47,9 @@ const OptionSchema& trainer_schema() {
           .add_choice("device", "auto", {"auto", "cpu", "cuda"}, "auto = CUDA when available")
           .add_int("log_every", 20, "record training metrics every N steps", 1)
           .add_bool("eval_at_start", true, "evaluate before the first step (step 0)")
+          .add_string("init_checkpoint", "",
+                      "load the model's and losses' weights from this checkpoint before training (fine-tuning, "
+                      "continued pre-training); parts it lacks keep their initialisation")
           .add_string("checkpoint_dir", "checkpoints", "where the final checkpoint goes (relative to the working dir)")
           .add_choice("progress", "auto", {"auto", "tty", "lines", "none"},
                       "auto = one updating line on a terminal, plain lines otherwise");
@@ -75,11 +78,29 @@ const OptionSchema& data_core_schema() {
           .add_int("max_batch", 64, "most utterances in a batch", 1)
           .add_float("max_seconds", 0.0, "drop longer utterances (0 = keep all)", 0)
           .add_bool("shuffle", true, "shuffle batches every epoch")
-          .add_bool("sortagrad", false, "first epoch from the shortest batches to the longest (DeepSpeech 2)");
+          .add_bool("sortagrad", false, "first epoch from the shortest batches to the longest (DeepSpeech 2)")
+          .add_choice("use", "auto", {"auto", "speech", "text", "paired"},
+                      "what batches carry: auto = what the dataset gives; speech drops the transcripts (unpaired "
+                      "speech), text drops the audio (unpaired text)")
+          .add_float("language_temperature", 0.0,
+                     "> 0: sample languages with probability proportional to share^(1/T) (mSLAM text: 3); "
+                     "0: walk the data in length-bucketed epochs", 0);
   return schema;
 }
 const OptionSchema& encoder_core_schema() {
   static const OptionSchema schema = OptionSchema().add_string("plugin", "", "encoder plugin");
+  return schema;
+}
+const OptionSchema& model_schema() {
+  static const OptionSchema schema = OptionSchema().add_bool(
+      "modality_embedding", true, "add a learned speech/text embedding to the shared encoder's input");
+  return schema;
+}
+const OptionSchema& stage_schema() {
+  static const OptionSchema schema = OptionSchema()
+                                         .add_string("name", "", "stage name (default: stage<N>)")
+                                         .add_int("steps", 0, "optimizer steps in this stage", 1)
+                                         .add_strings("objectives", {}, "the [objectives.<name>] it trains");
   return schema;
 }
 const OptionSchema& objective_core_schema() {
@@ -365,13 +386,13 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   const Impl& im = *impl_;
   ExperimentConfig cfg;
   cfg.path = im.path;
-  static const std::set<std::string> top = {"experiment", "plugins", "frontend", "trainer",
-                                            "data",       "model",   "objectives", "evaluators"};
+  static const std::set<std::string> top = {"experiment", "plugins",    "frontend",   "trainer", "data",
+                                            "model",      "objectives", "evaluators", "stages"};
   for (const auto& [key, node] : im.root) {
     std::string k(key.str());
     if (!top.count(k))
       throw ConfigError(fmt::format("{}: unknown section '{}'. Allowed sections: experiment, plugins, frontend, "
-                                    "trainer, data, model, objectives, evaluators",
+                                    "trainer, data, model, objectives, evaluators, stages",
                                     im.origin_of(k, node), k));
   }
 
@@ -408,16 +429,75 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   named_tables("evaluators", PluginKind::Evaluator, evaluator_core_schema(), cfg.evaluators);
 
   const toml::table* model = im.subtable(im.root, "model", "model");
+  static const std::set<std::string> parts = {"speech_encoder", "text_embedding", "shared_encoder"};
   if (model) {
-    for (const auto& [key, node] : *model)
-      if (key.str() != "speech_encoder")
-        throw ConfigError(fmt::format("{}: unknown model part [model.{}]. Allowed: speech_encoder",
-                                      im.origin_of("model." + std::string(key.str()), node), key.str()));
+    for (const auto& [key, node] : *model) {
+      std::string k(key.str());
+      if (parts.count(k)) continue;
+      if (node.is_table() || !model_schema().find(k))
+        throw ConfigError(fmt::format("{}: unknown key or model part '{}' in [model]. Allowed: [model.speech_encoder], "
+                                      "[model.text_embedding], [model.shared_encoder], {}",
+                                      im.origin_of("model." + k, node), k, model_schema().names()));
+    }
   }
+  Options model_options("model");
+  // Keep the source positions: fill() needs them for messages, so validate against the original table.
+  if (model) {
+    toml::table copy = *model;
+    for (const auto& p : parts) copy.erase(p);
+    im.fill(&copy, "model", {&model_schema()}, {&model_options}, "");
+  } else {
+    im.fill(nullptr, "model", {&model_schema()}, {&model_options}, "");
+  }
+  cfg.modality_embedding = model_options.get_bool("modality_embedding");
   const toml::table* enc = model ? im.subtable(*model, "speech_encoder", "model.speech_encoder") : nullptr;
   if (!enc) throw ConfigError(fmt::format("{}: the experiment needs a [model.speech_encoder] table", im.path));
   cfg.speech_encoder = im.component(enc, "model.speech_encoder", "speech_encoder", PluginKind::Encoder,
                                     encoder_core_schema(), lookup);
+  if (const toml::table* t = model ? im.subtable(*model, "text_embedding", "model.text_embedding") : nullptr)
+    cfg.text_embedding =
+        im.component(t, "model.text_embedding", "text_embedding", PluginKind::Encoder, encoder_core_schema(), lookup);
+  if (const toml::table* t = model ? im.subtable(*model, "shared_encoder", "model.shared_encoder") : nullptr)
+    cfg.shared_encoder =
+        im.component(t, "model.shared_encoder", "shared_encoder", PluginKind::Encoder, encoder_core_schema(), lookup);
+  if (!cfg.text_embedding.plugin.empty() && cfg.shared_encoder.plugin.empty())
+    throw ConfigError(fmt::format("{}: [model.text_embedding] needs a [model.shared_encoder] to feed", im.path));
+
+  if (const toml::node* st = im.root.get("stages")) {
+    const toml::array* arr = st->as_array();
+    if (!arr || !arr->is_array_of_tables())
+      throw ConfigError(fmt::format("{}: 'stages' must be an array of tables ([[stages]])", im.origin_of("stages", *st)));
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const toml::table* t = arr->get(i)->as_table();
+      const std::string section = fmt::format("stages.{}", i);
+      Options o(section);
+      im.fill(t, section, {&stage_schema()}, {&o}, "");
+      StageConfig stage;
+      stage.name = o.get_string("name").empty() ? fmt::format("stage{}", i + 1) : o.get_string("name");
+      if (!names.insert(stage.name).second) o.fail("name", "two stages are called '" + stage.name + "'");
+      if (o.origin("steps") == "default") o.fail("steps", "every stage needs steps = N");
+      stage.steps = o.get_int("steps");
+      stage.objectives = o.get_strings("objectives");
+      if (stage.objectives.empty()) o.fail("objectives", "a stage needs at least one objective");
+      for (const auto& name : stage.objectives) {
+        bool known = false;
+        std::string all;
+        for (const auto& obj : cfg.objectives) {
+          known = known || obj.name == name;
+          all += (all.empty() ? "" : ", ") + obj.name;
+        }
+        if (!known) o.fail("objectives", fmt::format("no [objectives.{}] (defined: {})", name, all));
+      }
+      cfg.stages.push_back(std::move(stage));
+    }
+    std::int64_t total = 0;
+    for (const auto& sg : cfg.stages) total += sg.steps;
+    // The resolved config writes the sum back, so an equal trainer.steps is fine.
+    if (cfg.trainer.origin("steps") != "default" && cfg.trainer.get_int("steps") != total)
+      cfg.trainer.fail("steps", fmt::format("the [[stages]] add up to {} steps; remove trainer.steps", total));
+    cfg.trainer.set("steps", total, "sum of [[stages]] steps");
+  }
 
   if (cfg.objectives.empty())
     throw ConfigError(fmt::format("{}: the experiment needs at least one [objectives.<name>] table", im.path));
@@ -440,9 +520,20 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   emit(out, cfg.flat, "frontend", {&cfg.frontend});
   emit(out, cfg.flat, "trainer", {&cfg.trainer});
   for (const auto& d : cfg.data) emit(out, cfg.flat, d.section, {&d.core, &d.options});
+  emit(out, cfg.flat, "model", {&model_options});
   emit(out, cfg.flat, cfg.speech_encoder.section, {&cfg.speech_encoder.core, &cfg.speech_encoder.options});
+  for (const auto* part : {&cfg.text_embedding, &cfg.shared_encoder})
+    if (!part->plugin.empty()) emit(out, cfg.flat, part->section, {&part->core, &part->options});
   for (const auto& o : cfg.objectives) emit(out, cfg.flat, o.section, {&o.core, &o.options});
   for (const auto& e : cfg.evaluators) emit(out, cfg.flat, e.section, {&e.core, &e.options});
+  for (const auto& sg : cfg.stages) {
+    std::string list;
+    for (const auto& o : sg.objectives) list += (list.empty() ? "" : ", ") + to_toml(OptionValue(o));
+    out += fmt::format("\n[[stages]]\nname = {}\nsteps = {}\nobjectives = [{}]\n", to_toml(OptionValue(sg.name)),
+                       sg.steps, list);
+    cfg.flat.emplace_back("stages." + sg.name + ".steps", OptionValue(sg.steps));
+    cfg.flat.emplace_back("stages." + sg.name + ".objectives", OptionValue(sg.objectives));
+  }
   return cfg;
 }
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize/archive.h>
@@ -31,13 +32,15 @@ struct Trainer::Impl {
   ModelParts model;
   std::vector<Objective> objectives;
   std::vector<EvaluatorSlot> evaluators;
-  std::map<std::string, std::shared_ptr<BucketBatcher>> train;
+  std::map<std::string, std::shared_ptr<TrainBatcher>> train;
   std::map<std::string, std::vector<Batch>> eval;
   c10::Device device;
   MetricSink& sink;
   std::map<std::string, std::shared_ptr<Loss>> losses_by_name;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::int64_t step = 0;
+  std::vector<StageConfig> stages;
+  std::int64_t stage = 0;  // index into stages
 
   Impl(const Options& o, ModelParts m, c10::Device d, MetricSink& s)
       : options(o), model(std::move(m)), device(d), sink(s) {}
@@ -46,6 +49,9 @@ struct Trainer::Impl {
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() const {
     std::vector<std::pair<std::string, torch::nn::Module*>> out;
     if (model.speech_encoder) out.emplace_back("speech_encoder", &model.speech_encoder->module());
+    if (model.text_embedding) out.emplace_back("text_embedding", &model.text_embedding->module());
+    if (model.shared_encoder) out.emplace_back("shared_encoder", &model.shared_encoder->module());
+    if (model.modality) out.emplace_back("modality_embedding", model.modality.ptr().get());
     for (const auto& o : objectives)
       if (auto* m = o.loss->module()) out.emplace_back("objectives." + o.name, m);
     return out;
@@ -53,8 +59,9 @@ struct Trainer::Impl {
 };
 
 Trainer::Trainer(const Options& options, ModelParts model, std::vector<Objective> objectives,
-                 std::vector<EvaluatorSlot> evaluators, std::map<std::string, std::shared_ptr<BucketBatcher>> train,
-                 std::map<std::string, std::vector<Batch>> eval, c10::Device device, MetricSink& sink)
+                 std::vector<EvaluatorSlot> evaluators, std::map<std::string, std::shared_ptr<TrainBatcher>> train,
+                 std::map<std::string, std::vector<Batch>> eval, c10::Device device, MetricSink& sink,
+                 std::vector<StageConfig> stages)
     : impl_(std::make_shared<Impl>(options, std::move(model), device, sink)) {
   Impl& im = *impl_;
   im.objectives = std::move(objectives);
@@ -73,7 +80,20 @@ Trainer::Trainer(const Options& options, ModelParts model, std::vector<Objective
                                     o.data, to_string(kind), names));
     }
     im.losses_by_name[o.name] = o.loss;
+    im.model.objectives[o.name] = o.loss.get();
   }
+  for (const auto& st : stages)
+    for (const auto& name : st.objectives)
+      if (!im.losses_by_name.count(name))
+        throw ConfigError(fmt::format("stage '{}' trains objective '{}', which the experiment does not define", st.name, name));
+  if (stages.empty()) {
+    StageConfig all;
+    all.name = "train";
+    all.steps = options.get_int("steps");
+    for (const auto& o : im.objectives) all.objectives.push_back(o.name);
+    stages.push_back(all);
+  }
+  im.stages = std::move(stages);
   for (auto& [name, m] : im.modules()) m->to(device);
   auto opts = torch::optim::AdamWOptions(options.get_float("lr"))
                   .betas({options.get_float("adam_beta1"), options.get_float("adam_beta2")})
@@ -159,7 +179,28 @@ TrainResult Trainer::train() {
   double steps_per_second = 0;
   // Sums over the log window, kept as tensors so a GPU is not synchronised every step.
   std::map<std::string, torch::Tensor> sums;
+  std::map<std::string, std::int64_t> counts;  // objectives outside the current stage add nothing
   std::int64_t sum_count = 0, skipped = 0;
+  auto accumulate = [&](const std::string& key, const torch::Tensor& v) {
+    auto d = v.detach().to(torch::kFloat64);
+    sums[key] = sums.count(key) ? sums[key] + d : d;
+    ++counts[key];
+  };
+  // The stage of 0-based step s: the first whose cumulative steps exceed s (the last one after that).
+  std::vector<std::int64_t> stage_end;
+  for (const auto& st : im.stages) stage_end.push_back((stage_end.empty() ? 0 : stage_end.back()) + st.steps);
+  auto stage_of = [&](std::int64_t s) {
+    std::size_t i = 0;
+    while (i + 1 < stage_end.size() && s >= stage_end[i]) ++i;
+    return static_cast<std::int64_t>(i);
+  };
+  std::vector<std::vector<Objective*>> stage_objectives;
+  for (const auto& st : im.stages) {
+    std::vector<Objective*> active;
+    for (auto& obj : im.objectives)
+      if (std::find(st.objectives.begin(), st.objectives.end(), obj.name) != st.objectives.end()) active.push_back(&obj);
+    stage_objectives.push_back(active);
+  }
   double grad_norm_sum = 0;
   std::int64_t step = 0;
 
@@ -180,17 +221,20 @@ TrainResult Trainer::train() {
     im.optimizer->zero_grad();
 
     StepInfo info{step, total};
+    const std::int64_t stage = stage_of(step);
+    if (stage != im.stage || step == 0) {
+      if (step > 0 || im.stages.size() > 1)
+        progress.message(fmt::format("step {}: stage '{}' ({} steps): {}", step, im.stages[stage].name,
+                                     im.stages[stage].steps, fmt::join(im.stages[stage].objectives, ", ")));
+      im.stage = stage;
+    }
     torch::Tensor loss_sum;
-    for (auto& obj : im.objectives) {
-      Batch batch = im.train.at(obj.data)->next().to(im.device);
-      LossOutput out = obj.loss->compute(batch, im.model, info);
-      auto weighted = out.loss * obj.weight;
+    for (Objective* obj : stage_objectives[stage]) {
+      Batch batch = im.train.at(obj->data)->next().to(im.device);
+      LossOutput out = obj->loss->compute(batch, im.model, info);
+      auto weighted = out.loss * obj->weight;
       loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
-      for (auto& [k, v] : out.metrics) {
-        auto key = obj.name + "/" + k;
-        auto d = v.detach().to(torch::kFloat64);
-        sums[key] = sums.count(key) ? sums[key] + d : d;
-      }
+      for (auto& [k, v] : out.metrics) accumulate(obj->name + "/" + k, v);
     }
     loss_sum.backward();
     double norm = clip > 0 ? torch::nn::utils::clip_grad_norm_(params, clip)
@@ -201,8 +245,7 @@ TrainResult Trainer::train() {
       ++skipped;  // a non-finite gradient would poison Adam's moments; skip the update
     }
     grad_norm_sum += std::isfinite(norm) ? norm : 0.0;
-    auto total_d = loss_sum.detach().to(torch::kFloat64);
-    sums["train/loss"] = sums.count("train/loss") ? sums["train/loss"] + total_d : total_d;
+    accumulate("train/loss", loss_sum);
     ++sum_count;
     im.step = step + 1;
 
@@ -218,7 +261,7 @@ TrainResult Trainer::train() {
       std::vector<std::pair<std::string, double>> m;
       double mean_loss = 0;
       for (auto& [k, v] : sums) {
-        double value = v.item<double>() / static_cast<double>(sum_count);
+        double value = v.item<double>() / static_cast<double>(counts[k]);
         if (k == "train/loss") mean_loss = value;
         m.emplace_back(k, value);
       }
@@ -226,8 +269,10 @@ TrainResult Trainer::train() {
       m.emplace_back("train/grad_norm", grad_norm_sum / static_cast<double>(sum_count));
       m.emplace_back("train/steps_per_second", steps_per_second);
       m.emplace_back("train/skipped_steps", static_cast<double>(skipped));
+      m.emplace_back("train/stage", static_cast<double>(stage));
       im.sink.record(step + 1, m);
       sums.clear();
+      counts.clear();
       sum_count = 0;
       grad_norm_sum = 0;
       progress.update(step + 1, mean_loss, lr, steps_per_second);
@@ -265,9 +310,52 @@ void Trainer::save_checkpoint(const std::string& path, const std::string& config
   impl_->optimizer->save(optimizer);
   archive.write("optimizer", optimizer);
   archive.write("step", torch::tensor(impl_->step));
+  archive.write("scheduler.stage", torch::tensor(impl_->stage));
+  archive.write("scheduler.peak_lr", torch::tensor(impl_->options.get_float("lr"), torch::kFloat64));
+  archive.write("scheduler.warmup_steps", torch::tensor(impl_->options.get_int("warmup_steps")));
   archive.write("config_toml", c10::IValue(config_toml));
   archive.write("vocabulary", c10::IValue(vocabulary));
   archive.save_to(path);
+}
+
+std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
+  if (!std::filesystem::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
+  }
+  std::vector<std::string> loaded;
+  torch::NoGradGuard no_grad;
+  auto copy_in = [&](const std::string& key, torch::Tensor& target, bool is_buffer) {
+    torch::Tensor value;
+    if (!archive.try_read(key, value, is_buffer)) return;
+    if (value.sizes() != target.sizes())
+      throw ConfigError(fmt::format("{}: '{}' has shape {} in the checkpoint but {} in this model", path, key,
+                                    fmt::join(value.sizes(), "x"), fmt::join(target.sizes(), "x")));
+    target.copy_(value);
+    loaded.push_back(key);
+  };
+  for (auto& [name, m] : impl_->modules()) {
+    for (auto& p : m->named_parameters()) copy_in(name + "." + p.key(), p.value(), false);
+    for (auto& b : m->named_buffers()) copy_in(name + "." + b.key(), b.value(), true);
+  }
+  if (with_optimizer) {
+    torch::serialize::InputArchive optimizer;
+    if (archive.try_read("optimizer", optimizer)) impl_->optimizer->load(optimizer);
+    torch::Tensor step;
+    if (archive.try_read("step", step)) impl_->step = step.item<std::int64_t>();
+  }
+  return loaded;
+}
+
+std::string Trainer::checkpoint_vocabulary(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  c10::IValue v;
+  if (!archive.try_read("vocabulary", v)) throw DataError(fmt::format("{}: the checkpoint has no vocabulary", path));
+  return v.toStringRef();
 }
 
 }  // namespace workbench

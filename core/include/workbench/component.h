@@ -2,6 +2,8 @@
 // The base of everything a plugin creates, and what the core tells a factory when it builds one.
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <c10/core/Device.h>
 
@@ -20,10 +22,21 @@ class Component {
 struct BuildContext {
   /// Encoders: the input feature dimension F (log-mel bins for a speech encoder).
   std::int64_t input_dim = 0;
-  /// Losses: the output dimension D of the speech encoder.
+  /// Losses and text embeddings: D of the context vectors losses read: the shared encoder's output
+  /// when the model has one, otherwise the speech encoder's.
   std::int64_t model_dim = 0;
-  /// Losses: the character vocabulary built from the training transcripts (blank = 0).
+  /// Losses: D of the speech encoder (its embed() and encode() outputs: the subsampled features a
+  /// quantizer reads and the contrastive vectors).
+  std::int64_t speech_dim = 0;
+  /// Losses: rows of the text embedding (TextEmbedding::vocab_size()); 0 without a text embedding.
+  std::int64_t text_vocab_size = 0;
+  /// Losses and text embeddings: the character vocabulary built from the training texts (blank = 0).
   std::shared_ptr<const Vocabulary> vocabulary;
+  /// Text embeddings: every training text (transcripts and unpaired text), for a tokenizer trained at
+  /// start-up; null in a dry run.
+  const std::vector<std::string>* training_texts = nullptr;
+  /// Datasets: false when only the transcripts will be used (the audio need not be read).
+  bool load_audio = true;
   /// Datasets: the sample rate (Hz) that audio must be delivered at.
   std::int64_t sample_rate = 16000;
   /// Where parameters will live; components may create tensors there directly.

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -24,6 +25,10 @@ struct PreparedData {
   std::vector<std::string> ids, langs, texts;
   double seconds = 0;                              ///< total audio (s)
   std::size_t size() const { return ids.size(); }
+  /// What batching sorts and budgets by: frames for audio, tokens for text.
+  std::int64_t length(std::size_t i) const {
+    return kind == BatchKind::Text ? static_cast<std::int64_t>(tokens[i].size()) : features[i].size(0);
+  }
 };
 
 struct FeatureSettings {
@@ -34,14 +39,15 @@ struct FeatureSettings {
 /// Computes features (in parallel over utterances) and encodes transcripts with `vocabulary` (may be
 /// null: tokens stay empty). Utterances longer than `max_seconds` (> 0) and shorter than one frame are
 /// dropped; so are paired utterances with an empty transcript. The samples are released as it goes.
+/// Text data has no features: its examples are the non-empty texts.
 PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
                           const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds);
 
-/// Pads a selection of examples into a Batch (on the CPU).
+/// Pads a selection of examples into a Batch (on the CPU). Text batches leave the speech fields undefined.
 Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices);
 
 struct BatchingOptions {
-  double batch_seconds = 160;  ///< padded audio per batch (s): B * T_max * hop <= this
+  double batch_seconds = 160;  ///< padded audio per batch (s): B * T_max * hop <= this (audio only)
   std::int64_t max_batch = 64;
   bool shuffle = true;
   /// SortaGrad (Amodei et al. 2016, DeepSpeech 2, section 3.1): the first epoch goes from the shortest
@@ -50,16 +56,25 @@ struct BatchingOptions {
   double frames_per_second = 100;
 };
 
+/// An endless source of training batches of one kind.
+class TrainBatcher {
+ public:
+  virtual ~TrainBatcher();
+  virtual Batch next() = 0;
+  virtual BatchKind kind() const = 0;
+};
+
 /// Length-bucketed batches: each epoch sorts the examples by length (with a little seeded jitter so that
-/// batches differ between epochs), cuts batches under the padded-audio budget, and shuffles their order.
-class BucketBatcher {
+/// batches differ between epochs), cuts batches under the padded-audio budget (audio) or at max_batch
+/// (text), and shuffles their order.
+class BucketBatcher final : public TrainBatcher {
  public:
   BucketBatcher(const PreparedData& data, BatchingOptions options, std::uint64_t seed);
   /// The next training batch; endless, a new epoch starts when one ends.
-  Batch next();
+  Batch next() override;
   /// Every example once, in length order, in deterministic batches (evaluation).
   std::vector<Batch> all() const;
-  BatchKind kind() const { return data_.kind; }
+  BatchKind kind() const override { return data_.kind; }
   std::int64_t epoch() const { return epoch_; }
   std::size_t batches_per_epoch() const { return plan_.size(); }
 
@@ -72,6 +87,31 @@ class BucketBatcher {
   std::vector<std::vector<std::size_t>> plan_;
   std::size_t cursor_ = 0;
   std::int64_t epoch_ = 0;
+};
+
+/// Multilingual sampling with a temperature (XLM, Conneau & Lample 2019, section 3.1; mSLAM samples text
+/// languages at T = 3): language l is drawn with probability q_l = p_l^(1/T) / sum_k p_k^(1/T), where p_l
+/// is its share of the examples, then an example uniformly within it. T = 1 follows the data; a larger T
+/// flattens it towards uniform. Each batch draws examples until max_batch or the padded-audio budget
+/// (audio only) is reached, then orders them by length.
+class LanguageSampler final : public TrainBatcher {
+ public:
+  /// Throws DataError when `data` is empty, std::invalid_argument when temperature <= 0.
+  LanguageSampler(const PreparedData& data, BatchingOptions options, double temperature, std::uint64_t seed);
+  Batch next() override;
+  BatchKind kind() const override { return data_.kind; }
+  /// (language, q_l) in language order.
+  std::vector<std::pair<std::string, double>> probabilities() const;
+  /// The examples of the next batch, without collating (for tests and statistics).
+  std::vector<std::size_t> next_indices();
+
+ private:
+  const PreparedData& data_;
+  BatchingOptions options_;
+  std::mt19937_64 rng_;
+  std::vector<std::string> languages_;
+  std::vector<std::vector<std::size_t>> members_;
+  std::discrete_distribution<std::size_t> pick_language_;
 };
 
 }  // namespace workbench

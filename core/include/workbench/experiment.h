@@ -7,9 +7,13 @@
 //   [frontend]                log-mel filterbank options (core)
 //   [trainer]                 optimiser, schedule, threads, device, logging (core)
 //   [data.<name>]             plugin = "<dataset>", batching keys (core) + the plugin's options
-//   [model.speech_encoder]    plugin = "<encoder>" + the plugin's options
+//   [model]                   modality_embedding = true|false (core)
+//   [model.speech_encoder]    plugin = "<encoder>" + the plugin's options (filterbank -> contrastive vectors)
+//   [model.text_embedding]    plugin = "<text embedding>" + options (optional; needs a shared encoder)
+//   [model.shared_encoder]    plugin = "<encoder>" + options (optional; speech, text or speech ++ text)
 //   [objectives.<name>]       plugin = "<loss>", weight, data + the plugin's options
 //   [evaluators.<name>]       plugin = "<evaluator>", data, every + the plugin's options
+//   [[stages]]                name, steps, objectives = [...]   (optional, in order; SLAM's two stages)
 // Unknown keys, wrong types and unknown plugins are ConfigErrors that give file:line:column and list
 // what is allowed (lessons from fairseq/Hydra users: a misspelled key must never be silently ignored).
 #include <functional>
@@ -33,6 +37,14 @@ struct ComponentConfig {
   Options options;      ///< the plugin's own options, validated against its schema
 };
 
+/// One training stage: its steps and the objectives it trains (SLAM section 4: SpanBERT + w2v-BERT first,
+/// then TLM + STM added).
+struct StageConfig {
+  std::string name;
+  std::int64_t steps = 0;
+  std::vector<std::string> objectives;  ///< names of [objectives.<name>] tables
+};
+
 struct ExperimentConfig {
   std::string path;  ///< the experiment file as given
   std::string name;
@@ -43,8 +55,13 @@ struct ExperimentConfig {
   Options trainer;
   std::vector<ComponentConfig> data;
   ComponentConfig speech_encoder;
+  ComponentConfig text_embedding;  ///< plugin empty when the experiment has none
+  ComponentConfig shared_encoder;  ///< plugin empty when the experiment has none
+  bool modality_embedding = true;
   std::vector<ComponentConfig> objectives;
   std::vector<ComponentConfig> evaluators;
+  /// Empty: one stage of trainer.steps with every objective.
+  std::vector<StageConfig> stages;
 
   /// The whole resolved configuration (defaults filled in) as TOML; parses back to the same config.
   std::string resolved_toml;

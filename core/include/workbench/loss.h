@@ -53,4 +53,16 @@ class FramePredictor {
   virtual const Vocabulary& vocabulary() const = 0;
 };
 
+/// A capability some losses have: discrete targets for speech frames, as w2v-BERT's quantizer gives.
+/// TLM finds its provider by objective name (ModelParts::objectives) and dynamic_casts to this.
+class SpeechCodeProvider {
+ public:
+  virtual ~SpeechCodeProvider();
+  virtual std::int64_t groups() const = 0;           ///< G codebooks
+  virtual std::int64_t entries() const = 0;          ///< V entries per codebook
+  /// Code ids of subsampled speech features (B, T, Ds) (speech_encoder.embed() output, unmasked):
+  /// (B, T, G) int64, detached: targets only, never a path for gradients.
+  virtual torch::Tensor code_ids(const torch::Tensor& features) = 0;
+};
+
 }  // namespace workbench

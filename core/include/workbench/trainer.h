@@ -13,6 +13,7 @@
 
 #include "workbench/data.h"
 #include "workbench/evaluator.h"
+#include "workbench/experiment.h"
 #include "workbench/loss.h"
 #include "workbench/model.h"
 #include "workbench/options.h"
@@ -54,21 +55,35 @@ struct TrainResult {
 class Trainer {
  public:
   /// `options` is the validated [trainer] table. `train` maps data names to batchers for the
-  /// objectives; `eval` maps data names to evaluation batches. Throws ConfigError when an objective's
-  /// batch kind is not one its loss accepts.
+  /// objectives; `eval` maps data names to evaluation batches. `stages` (may be empty: one stage of
+  /// trainer.steps with every objective) say which objectives each step trains. Throws ConfigError when
+  /// an objective's batch kind is not one its loss accepts, or a stage names an unknown objective.
   Trainer(const Options& options, ModelParts model, std::vector<Objective> objectives,
-          std::vector<EvaluatorSlot> evaluators, std::map<std::string, std::shared_ptr<BucketBatcher>> train,
-          std::map<std::string, std::vector<Batch>> eval, c10::Device device, MetricSink& sink);
+          std::vector<EvaluatorSlot> evaluators, std::map<std::string, std::shared_ptr<TrainBatcher>> train,
+          std::map<std::string, std::vector<Batch>> eval, c10::Device device, MetricSink& sink,
+          std::vector<StageConfig> stages = {});
 
   /// Runs the loop. Throws Interrupted on Ctrl-C (after recording what it had).
   TrainResult train();
 
-  /// Writes model, loss parameters, optimizer state, step, the resolved config and the vocabulary.
+  /// Writes the parameters and buffers of every model part and loss ("speech_encoder.<name>",
+  /// "objectives.<name>.<name>"), the optimizer state, the scheduler (step, stage, peak lr, warm-up), the
+  /// resolved config and the vocabulary.
   void save_checkpoint(const std::string& path, const std::string& config_toml, const std::string& vocabulary) const;
+
+  /// Copies the parameters and buffers a checkpoint holds into this model and its losses (fine-tuning, or
+  /// continued pre-training with other objectives). Components this trainer has and the checkpoint
+  /// lacks keep their initialisation; a shape mismatch is a ConfigError naming the tensor. With
+  /// `with_optimizer` the Adam state and the step are restored too (resuming). Returns the names of the
+  /// tensors loaded. Throws DataError when the file cannot be read.
+  std::vector<std::string> load_checkpoint(const std::string& path, bool with_optimizer = false);
+
+  /// The vocabulary a checkpoint was trained with (its serialize() form).
+  static std::string checkpoint_vocabulary(const std::string& path);
 
   /// All trainable parameters: the model's, then each loss's.
   std::vector<torch::Tensor> parameters() const;
-  /// Parameter counts by component ("speech_encoder", "objectives.ctc").
+  /// Parameter counts by component ("speech_encoder", "shared_encoder", "objectives.ctc").
   std::vector<std::pair<std::string, std::int64_t>> parameter_counts() const;
 
  private:

@@ -1,0 +1,53 @@
+#pragma once
+// Masking for self-supervised objectives: span masking of speech frames (wav2vec 2.0 / w2v-BERT) and
+// span masking of text tokens (SpanBERT). Losses call these; the core owns them so that every loss
+// masks the same way and the statistics are tested once.
+#include <cstdint>
+#include <random>
+
+#include <torch/types.h>
+
+namespace workbench {
+
+/// Speech span masking (wav2vec 2.0 section 3.1; w2v-BERT section 3.2: start probability 0.065, span 10):
+/// every valid frame starts a span with probability `start_prob`; a span covers `span` frames, cut at
+/// the row's length; spans may overlap, so the expected coverage is 1 - (1 - p)^span (about 49% for
+/// 0.065 x 10). A row of at least `min_spans` * span frames that drew fewer starts gets extra starts at
+/// random, so that a contrastive loss always has masked frames to work with.
+///
+/// `lengths` (B) int64 valid frames per row; `max_length` T. Returns (B, T) bool, true at masked frames,
+/// never at padding. Draws from `rng`. Throws std::invalid_argument for p outside [0, 1] or span < 1.
+torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_length, double start_prob,
+                               std::int64_t span, std::mt19937_64& rng, std::int64_t min_spans = 1);
+
+/// The start probability p that gives coverage c with spans of `span`: 1 - (1 - c)^(1/span). TLM uses it
+/// to mask "about 75% of speech" with the same span length.
+double start_prob_for_coverage(double coverage, std::int64_t span);
+
+struct TextMaskingOptions {
+  double budget = 0.15;          ///< share of each row's tokens to select (at least one)
+  double geometric_p = 0.2;      ///< span lengths ~ Geometric(p) on {1, 2, ...}
+  std::int64_t max_span = 10;    ///< clipped (by rejection, i.e. renormalised) to [1, max_span]
+  double mask_share = 0.8;       ///< per span: replace with [MASK] ...
+  double random_share = 0.1;     ///< ... or with random tokens; the rest stays unchanged
+};
+
+struct TextMasking {
+  torch::Tensor inputs;    ///< (B, L) int64: the tokens with the selected spans replaced
+  torch::Tensor targets;   ///< (B, L) bool: the selected positions (the loss predicts the originals there)
+  torch::Tensor replaced;  ///< (B, L) int8: 0 not selected, 1 [MASK], 2 random, 3 unchanged
+  std::int64_t spans = 0;  ///< spans drawn, for statistics
+};
+
+/// SpanBERT masking (Joshi et al. 2020, section 3.1): spans with geometric lengths are selected at
+/// random non-overlapping places until `budget` of the row is covered (the last span is cut to the
+/// budget); each span is replaced as a whole by [MASK] (80%), random tokens (10%) or kept (10%).
+/// `tokens` (B, L) int64, `lengths` (B) int64 (CPU); random tokens come from [first_regular, end_regular).
+TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& options,
+                           std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular,
+                           std::mt19937_64& rng);
+
+/// One SpanBERT span length: Geometric(p) on {1, 2, ...} clipped to [1, max_span] by rejection.
+std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng);
+
+}  // namespace workbench

@@ -1,0 +1,101 @@
+#include "workbench/masking.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+namespace workbench {
+
+torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_length, double start_prob,
+                               std::int64_t span, std::mt19937_64& rng, std::int64_t min_spans) {
+  if (!(start_prob >= 0 && start_prob <= 1)) throw std::invalid_argument("span_mask_frames: start_prob must be in [0, 1]");
+  if (span < 1) throw std::invalid_argument("span_mask_frames: span must be at least 1");
+  auto len = lengths.to(torch::kCPU, torch::kLong).contiguous();
+  const auto B = len.size(0);
+  auto mask = torch::zeros({B, max_length}, torch::kBool);
+  auto m = mask.accessor<bool, 2>();
+  const auto* L = len.data_ptr<std::int64_t>();
+  std::bernoulli_distribution start(start_prob);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t n = std::min(L[b], max_length);
+    std::int64_t starts = 0;
+    auto cover = [&](std::int64_t s) {
+      for (std::int64_t t = s; t < std::min(n, s + span); ++t) m[b][t] = true;
+    };
+    for (std::int64_t t = 0; t < n; ++t)
+      if (start(rng)) {
+        cover(t);
+        ++starts;
+      }
+    if (n >= min_spans * span && starts < min_spans) {
+      std::uniform_int_distribution<std::int64_t> pick(0, n - span);
+      for (; starts < min_spans; ++starts) cover(pick(rng));
+    }
+  }
+  return mask.to(lengths.device());
+}
+
+double start_prob_for_coverage(double coverage, std::int64_t span) {
+  if (!(coverage >= 0 && coverage < 1)) throw std::invalid_argument("coverage must be in [0, 1)");
+  return 1.0 - std::pow(1.0 - coverage, 1.0 / static_cast<double>(std::max<std::int64_t>(span, 1)));
+}
+
+std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng) {
+  std::geometric_distribution<std::int64_t> g(p);  // failures before the first success: 0, 1, ...
+  while (true) {
+    std::int64_t n = g(rng) + 1;
+    if (n <= max_span) return n;
+  }
+}
+
+TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& o,
+                           std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular,
+                           std::mt19937_64& rng) {
+  if (end_regular <= first_regular) throw std::invalid_argument("span_mask_text: empty range of regular tokens");
+  auto tok = tokens.to(torch::kCPU, torch::kLong).contiguous();
+  auto len = lengths.to(torch::kCPU, torch::kLong).contiguous();
+  const auto B = tok.size(0), Lmax = tok.size(1);
+  TextMasking out;
+  out.inputs = tok.clone();
+  out.targets = torch::zeros({B, Lmax}, torch::kBool);
+  out.replaced = torch::zeros({B, Lmax}, torch::kInt8);
+  auto in = out.inputs.accessor<std::int64_t, 2>();
+  auto tg = out.targets.accessor<bool, 2>();
+  auto rp = out.replaced.accessor<std::int8_t, 2>();
+  const auto* L = len.data_ptr<std::int64_t>();
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::uniform_int_distribution<std::int64_t> random_token(first_regular, end_regular - 1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t n = std::min(L[b], Lmax);
+    if (n == 0) continue;
+    const auto budget = std::max<std::int64_t>(1, std::llround(o.budget * static_cast<double>(n)));
+    std::int64_t selected = 0;
+    // Rejection of overlapping placements; the attempt cap ends rows whose free gaps are all too short.
+    for (std::int64_t attempt = 0; selected < budget && attempt < 20 * n; ++attempt) {
+      std::int64_t len_span = std::min(sample_span_length(o.geometric_p, o.max_span, rng), budget - selected);
+      len_span = std::min(len_span, n);
+      std::uniform_int_distribution<std::int64_t> pick(0, n - len_span);
+      const std::int64_t s = pick(rng);
+      bool free = true;
+      for (std::int64_t t = s; t < s + len_span && free; ++t) free = !tg[b][t];
+      if (!free) continue;
+      const double r = u(rng);
+      const std::int8_t how = r < o.mask_share ? 1 : (r < o.mask_share + o.random_share ? 2 : 3);
+      for (std::int64_t t = s; t < s + len_span; ++t) {
+        tg[b][t] = true;
+        rp[b][t] = how;
+        if (how == 1) in[b][t] = mask_id;
+        if (how == 2) in[b][t] = random_token(rng);
+      }
+      selected += len_span;
+      ++out.spans;
+    }
+  }
+  out.inputs = out.inputs.to(tokens.device());
+  out.targets = out.targets.to(tokens.device());
+  out.replaced = out.replaced.to(tokens.device());
+  return out;
+}
+
+}  // namespace workbench
