@@ -1,5 +1,9 @@
-// The "conformer" encoder plugin: convolutional subsampling (the speech frontend) followed by N
-// Conformer blocks. This is the speech encoder of SLAM/mSLAM (mSLAM figure 1; w2v-BERT section 3.1).
+// The "conformer" encoder plugin: a frontend followed by N Conformer blocks.
+//   frontend = subsampling: Conv2D 4x subsampling of log-mel frames, the speech encoder of SLAM/mSLAM
+//     (mSLAM figure 1; w2v-BERT section 3.1).
+//   frontend = projection: one Linear(input_dim, D) at the input's frame rate, the shared encoder of
+//     SLAM/mSLAM, whose input is the speech encoder's output (BuildContext::input_dim = its D) and whose
+//     embed() is the figure's "linear projection into the shared encoder".
 #include <cmath>
 #include <limits>
 
@@ -16,13 +20,18 @@ namespace workbench::conformer {
 namespace {
 
 struct ConformerImpl : torch::nn::Module {
+  /// `channels` = 0 selects the projection frontend.
   ConformerImpl(std::int64_t input_dim, std::int64_t channels, std::int64_t layers, const BlockOptions& o)
       : dropout(o.dropout()) {
-    subsampling = register_module("subsampling", Subsampling(input_dim, channels, o.d_model()));
+    if (channels > 0)
+      subsampling = register_module("subsampling", Subsampling(input_dim, channels, o.d_model()));
+    else
+      projection = register_module("projection", torch::nn::Linear(input_dim, o.d_model()));
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (std::int64_t i = 0; i < layers; ++i) blocks->push_back(Block(o));
   }
   Subsampling subsampling{nullptr};
+  torch::nn::Linear projection{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   double dropout;
 };
@@ -40,17 +49,37 @@ class ConformerEncoder final : public Encoder {
         .conv_norm(opt.get_string("conv_norm"))
         .conv_norm_groups(opt.get_int("conv_norm_groups"))
         .batch_norm_momentum(opt.get_float("batch_norm_momentum"))
-        .dropout(opt.get_float("dropout"));
+        .dropout(opt.get_float("dropout"))
+        .position(opt.get_string("position"))
+        .shaw_left(opt.get_int("shaw_left"))
+        .shaw_right(opt.get_int("shaw_right"));
     if (o.d_model() % o.heads() != 0)
       opt.fail("heads", "d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads");
     if (o.kernel_size() % 2 == 0) opt.fail("kernel_size", "must be odd so that the output keeps its length");
     if (o.conv_norm() == "group" && o.d_model() % o.conv_norm_groups() != 0)
       opt.fail("conv_norm_groups", "d_model must be divisible by it");
-    if (ctx.input_dim < SubsamplingImpl::kMinFrames)
+    const auto& position = o.position();
+    if (position != "none" && position != "relative_xl" && position != "shaw")
+      opt.fail("position", "must be none, relative_xl or shaw (got '" + position + "')");
+    if (position == "shaw") {
+      if (o.shaw_left() < 0) opt.fail("shaw_left", "must be >= 0 (a distance to the left, in frames)");
+      if (o.shaw_right() < 0) opt.fail("shaw_right", "must be >= 0 (a distance to the right, in frames)");
+      if (o.shaw_left() + o.shaw_right() == 0)
+        opt.fail("shaw_right", "shaw_left = shaw_right = 0 gives every key the same positional score, which "
+                               "softmax cancels; widen the window or use position = none");
+    }
+    const auto& frontend = opt.get_string("frontend");
+    if (frontend != "subsampling" && frontend != "projection")
+      opt.fail("frontend", "must be subsampling or projection (got '" + frontend + "')");
+    subsampling_ = frontend == "subsampling";
+    if (subsampling_ && ctx.input_dim < SubsamplingImpl::kMinFrames)
       throw ConfigError("the conformer's subsampling needs at least 7 input features per frame");
     d_model_ = o.d_model();
-    std::int64_t channels = opt.get_int("subsampling_channels");
-    if (channels == 0) channels = d_model_;
+    std::int64_t channels = 0;
+    if (subsampling_) {
+      channels = opt.get_int("subsampling_channels");
+      if (channels == 0) channels = d_model_;
+    }
     input_dropout_ = o.dropout();
     net_ = Conformer(ctx.input_dim, channels, opt.get_int("layers"), o);
   }
@@ -59,6 +88,7 @@ class ConformerEncoder final : public Encoder {
   std::int64_t output_dim() const override { return d_model_; }
 
   EncoderOutput embed(const torch::Tensor& features, const torch::Tensor& lengths) override {
+    if (!subsampling_) return {drop_input(net_->projection(features)), lengths};
     // A batch of clips shorter than the subsampling's receptive field would fail inside Conv2d; pad it
     // so that those rows come out with length 0 (CTC then counts them as 0 with zero_infinity).
     auto padded = features;
@@ -66,9 +96,7 @@ class ConformerEncoder final : public Encoder {
       padded = torch::constant_pad_nd(features, {0, 0, 0, SubsamplingImpl::kMinFrames - features.size(1)});
     auto x = net_->subsampling(padded);
     auto out_lengths = torch::clamp(SubsamplingImpl::output_lengths(lengths), 0, x.size(1));
-    if (net_->is_training() && input_dropout_ > 0)
-      x = torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(input_dropout_).training(true));
-    return {x, out_lengths};
+    return {drop_input(x), out_lengths};
   }
 
   EncoderOutput encode(const EncoderOutput& in) override {
@@ -79,13 +107,23 @@ class ConformerEncoder final : public Encoder {
     auto bias = torch::zeros({B, 1, T}, in.x.options())
                     .masked_fill(pad.unsqueeze(1), std::numeric_limits<float>::lowest() / 2)
                     .repeat_interleave(heads, 0);
+    // Relative-position indices (and XL's sinusoids) depend only on T: built once, shared by all blocks.
+    RelativePositions rel;
+    if (net_->blocks->size()) rel = net_->blocks->ptr<BlockImpl>(0)->attention->relative_positions(T, in.x.options());
     auto x = in.x;
-    for (const auto& m : *net_->blocks) x = m->as<BlockImpl>()->forward(x, pad, bias);
+    for (const auto& m : *net_->blocks) x = m->as<BlockImpl>()->forward(x, pad, bias, rel);
     return {x, in.lengths};
   }
 
  private:
+  torch::Tensor drop_input(const torch::Tensor& x) const {
+    if (!net_->is_training() || input_dropout_ <= 0) return x;
+    namespace F = torch::nn::functional;
+    return F::dropout(x, F::DropoutFuncOptions().p(input_dropout_).training(true));
+  }
+
   Conformer net_{nullptr};
+  bool subsampling_ = true;
   std::int64_t d_model_ = 0;
   double input_dropout_ = 0;
 };
@@ -94,8 +132,10 @@ PluginDescriptor describe() {
   PluginDescriptor d;
   d.kind = PluginKind::Encoder;
   d.name = "conformer";
-  d.version = "1.0.0";
-  d.description = "Conv2D 4x subsampling + Conformer blocks (Gulati et al. 2020), the SLAM/mSLAM speech encoder";
+  d.version = "1.1.0";  // 1.1: frontend, position, shaw_left, shaw_right
+  d.description =
+      "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
+      "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)";
   d.options.add_int("d_model", 144, "model dimension D", 8)
       .add_int("ffn_dim", 576, "feed-forward inner dimension (usually 4 D)", 1)
       .add_int("heads", 4, "attention heads (D must be divisible by it)", 1)
@@ -106,8 +146,16 @@ PluginDescriptor describe() {
       .add_int("conv_norm_groups", 8, "groups for conv_norm = group", 1)
       .add_float("batch_norm_momentum", 0.1,
                  "conv_norm = batch: weight of each batch in the running statistics used at evaluation", 0, 1)
+      .add_choice("frontend", "subsampling", {"subsampling", "projection"},
+                  "embed(): subsampling = Conv2D 4x over (time, mel), the speech encoder; projection = "
+                  "Linear(input_dim, d_model) at the input frame rate, the shared encoder over speech-encoder output")
       .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0)
-      .add_float("dropout", 0.1, "dropout in every sub-module and after the subsampling", 0, 1);
+      .add_choice("position", "none", {"none", "relative_xl", "shaw"},
+                  "positions in self-attention: none (original w2v-BERT), relative_xl (Transformer-XL, Dai et al. "
+                  "2019 sec. 3.3) or shaw (Shaw et al. 2018, clipped relative key embeddings)")
+      .add_int("shaw_left", 64, "position = shaw: farthest distance to the left with its own embedding", 0)
+      .add_int("shaw_right", 8, "position = shaw: farthest distance to the right with its own embedding", 0)
+      .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1);
   d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
     return std::make_shared<ConformerEncoder>(o, c);
   };
