@@ -322,7 +322,8 @@ TEST_CASE("an unknown plugin name lists the available plugins of that kind", "[c
   auto msg = config_error(with_line(15, "plugin = \"transformer\""));
   INFO(msg);
   CHECK(starts_at_line(msg, 15));
-  CHECK_THAT(msg, Contains("unknown encoder plugin 'transformer'") && Contains("Available: conformer"));
+  CHECK_THAT(msg, Contains("unknown encoder plugin 'transformer'") && Contains("Available: ") &&
+                      Contains("conformer"));
 
   msg = config_error(with_line(6, "plugin = \"librispeech\""));
   INFO(msg);

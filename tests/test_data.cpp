@@ -121,7 +121,7 @@ TEST_CASE("prepare_data computes features, encodes transcripts and drops unusabl
   CHECK(data.seconds == Approx(0.5 + 1.0 + 0.3 + 0.73));
 }
 
-TEST_CASE("prepare_data: unpaired speech keeps empty text; max_seconds; no vocabulary", "[data]") {
+TEST_CASE("prepare_data: unpaired speech keeps empty text, max_seconds, no vocabulary", "[data]") {
   std::vector<Utterance> utts;
   utts.push_back(sine("a", 8000, 440, ""));
   utts.push_back(sine("b", 24000, 440, "text is ignored"));

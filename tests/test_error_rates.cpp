@@ -67,7 +67,7 @@ TEST_CASE("insertions only, deletions only, substitutions only", "[cer]") {
   CHECK(space.ref_length == 3);
 }
 
-TEST_CASE("an empty hypothesis is all deletions; an empty reference counts insertions", "[cer][wer]") {
+TEST_CASE("an empty hypothesis is all deletions, an empty reference counts insertions", "[cer][wer]") {
   auto c = char_errors("abcd", "");
   CHECK(c.errors == 4);
   CHECK(c.ref_length == 4);

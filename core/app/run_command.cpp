@@ -19,6 +19,7 @@
 #include "workbench/dataset.h"
 #include "workbench/error.h"
 #include "workbench/experiment.h"
+#include "workbench/io.h"
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
 #include "workbench/runtime.h"
@@ -327,9 +328,13 @@ int run_command(const RunArgs& args) {
     loss_ctx.text_vocab_size = model.text_embedding ? model.text_embedding->vocab_size() : 0;
     loss_ctx.vocabulary = vocabulary;
     std::vector<Objective> objectives;
-    for (const auto& o : cfg.objectives)
-      objectives.push_back({o.name, registry.create_as<Loss>(PluginKind::Loss, o.plugin, o.options, loss_ctx),
+    for (const auto& o : cfg.objectives) {
+      // One random stream per objective: two objectives of the same plugin must not mask alike.
+      BuildContext ctx = loss_ctx;
+      ctx.seed = base.seed * 1000003ULL + static_cast<std::uint64_t>(stable_bucket(o.name, 1LL << 40));
+      objectives.push_back({o.name, registry.create_as<Loss>(PluginKind::Loss, o.plugin, o.options, ctx),
                             o.core.get_float("weight"), o.core.get_string("data")});
+    }
     std::vector<EvaluatorSlot> evaluators;
     for (const auto& e : cfg.evaluators)
       evaluators.push_back({e.name, registry.create_as<Evaluator>(PluginKind::Evaluator, e.plugin, e.options, base),
@@ -345,14 +350,20 @@ int run_command(const RunArgs& args) {
       for (auto& o : objectives)
         if (auto* m = o.loss->module()) parts.emplace_back("objectives." + o.name, m);
       std::fprintf(stderr, "  dry run: parameters by component\n");
+      std::int64_t model_params = 0;
       for (auto& [name, m] : parts) {
         std::int64_t n = 0;
         for (const auto& p : m->parameters()) n += p.numel();
         total_params += n;
+        if (name.rfind("objectives.", 0) != 0) model_params += n;
         derived.push_back(to_param("derived.parameters." + name, n));
         std::fprintf(stderr, "  %-24s %14lld  (%.1fM)\n", name.c_str(), static_cast<long long>(n), n / 1e6);
       }
+      // The papers' sizes count the model; the losses' heads (quantizer, output layers) go after pre-training.
+      std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "model (without losses)", static_cast<long long>(model_params),
+                   model_params / 1e9);
       std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "total", static_cast<long long>(total_params), total_params / 1e9);
+      derived.push_back(to_param("derived.parameters.model", model_params));
       derived.push_back(to_param("derived.parameters.total", total_params));
       derived.push_back(to_param("runtime.dry_run", true));
       store.add_params(run, derived);
@@ -373,18 +384,24 @@ int run_command(const RunArgs& args) {
       derived.push_back(to_param("derived.init_checkpoint_tensors", static_cast<std::int64_t>(loaded.size())));
       std::fprintf(stderr, "  loaded %zu tensors from %s\n", loaded.size(), init.c_str());
     }
-    std::int64_t total_params = 0;
+    std::int64_t total_params = 0, model_params = 0;
     for (const auto& [name, n] : trainer.parameter_counts()) {
       derived.push_back(to_param("derived.parameters." + name, n));
       total_params += n;
+      if (name.rfind("objectives.", 0) != 0) model_params += n;
       std::fprintf(stderr, "  %-22s %10lld parameters\n", name.c_str(), static_cast<long long>(n));
     }
+    derived.push_back(to_param("derived.parameters.model", model_params));
     derived.push_back(to_param("derived.parameters.total", total_params));
     store.add_params(run, derived);
 
     TrainResult result = trainer.train();
 
-    const fs::path ckpt = fs::path(tr.get_string("checkpoint_dir")) / fmt::format("run-{}", run) / "final.pt";
+    // Run ids are per database, so two databases would share run-<id>: never overwrite another run's file.
+    fs::path ckpt_dir = fs::path(tr.get_string("checkpoint_dir")) / fmt::format("run-{}", run);
+    for (int n = 2; fs::exists(ckpt_dir); ++n)
+      ckpt_dir = fs::path(tr.get_string("checkpoint_dir")) / fmt::format("run-{}-{}", run, n);
+    const fs::path ckpt = ckpt_dir / "final.pt";
     trainer.save_checkpoint(ckpt.string(), cfg.resolved_toml, vocabulary->serialize());
     store.add_params(run, {to_param("derived.checkpoint", ckpt.string()),
                            to_param("derived.steps_done", result.steps),

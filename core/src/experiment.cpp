@@ -62,6 +62,9 @@ const OptionSchema& experiment_schema() {
   static const OptionSchema schema = OptionSchema()
                                          .add_string("name", "", "experiment name (default: the file's stem)")
                                          .add_int("seed", 1, "random seed for initialisation, masking and batching")
+                                         .add_string("preset", "",
+                                                     "a model-size preset (tiny, slam-600m, mslam-600m, mslam-2b, or a "
+                                                     ".toml path): its tables go under this file's, which win")
                                          .add_string("description", "", "free text");
   return schema;
 }
@@ -121,7 +124,47 @@ const OptionSchema& evaluator_core_schema() {
 
 std::string where(const std::string& file, const toml::source_region& src) {
   if (!src.begin) return file;
-  return fmt::format("{}:{}:{}", file, src.begin.line, src.begin.column);
+  // Values merged in from a preset carry the preset's path.
+  const std::string& origin = src.path && !src.path->empty() ? *src.path : file;
+  return fmt::format("{}:{}:{}", origin, src.begin.line, src.begin.column);
+}
+
+// Puts `base`'s keys under `top`: keys `top` has win; tables merge recursively, except that a table
+// naming a different plugin replaces the preset's table whole (its options belong to another plugin).
+// Nodes are moved out of `base`, not copied: toml++ drops the source position of a copied node, and
+// messages about preset values must name the preset file.
+void merge_under(toml::table& top, toml::table& base) {
+  for (auto&& [key, node] : base) {
+    toml::node* mine = top.get(key);
+    if (!mine) {
+      top.insert(key, std::move(node));
+      continue;
+    }
+    if (mine->is_table() && node.is_table()) {
+      auto* a = mine->as_table();
+      auto* b = node.as_table();
+      const auto* pa = a->get("plugin");
+      const auto* pb = b->get("plugin");
+      if (pa && pb && pa->value<std::string>() != pb->value<std::string>()) continue;
+      merge_under(*a, *b);
+    }
+  }
+}
+
+std::string find_preset(const std::string& experiment_path, const std::string& name) {
+  fs::path dir = fs::absolute(fs::path(experiment_path)).parent_path();
+  std::vector<fs::path> candidates;
+  if (name.find('/') != std::string::npos || fs::path(name).extension() == ".toml") {
+    candidates.push_back(fs::path(name).is_absolute() ? fs::path(name) : dir / name);
+  } else {
+    candidates.push_back(dir / "presets" / (name + ".toml"));
+    candidates.push_back(fs::path(WORKBENCH_PRESET_DIR) / (name + ".toml"));
+  }
+  for (const auto& c : candidates)
+    if (fs::exists(c)) return c.lexically_normal().string();
+  std::string tried;
+  for (const auto& c : candidates) tried += (tried.empty() ? "" : ", ") + c.lexically_normal().string();
+  return "!" + tried;
 }
 
 std::string type_name(const toml::node& n) {
@@ -339,6 +382,29 @@ ExperimentFile ExperimentFile::parse_text(const std::string& text, const std::st
     t->insert_or_assign(names.back(), *parsed.get("v"));
     impl->overridden.insert(key);
   }
+  // The preset goes in last, under everything the file and --set gave.
+  if (const auto* exp = impl->root.get("experiment"); exp && exp->is_table()) {
+    if (const auto* preset = exp->as_table()->get("preset"); preset && preset->is_string() &&
+                                                               !preset->value<std::string>()->empty()) {
+      const std::string name = *preset->value<std::string>();
+      const std::string origin = impl->origin_of("experiment.preset", *preset);
+      const std::string found = find_preset(path, name);
+      if (found[0] == '!')
+        throw ConfigError(fmt::format("{}: preset '{}' not found (looked for {})", origin, name, found.substr(1)));
+      std::ifstream in(found);
+      std::stringstream text;
+      text << in.rdbuf();
+      toml::table base;
+      try {
+        base = toml::parse(text.str(), std::string_view(found));
+      } catch (const toml::parse_error& e) {
+        throw ConfigError(fmt::format("{}: TOML syntax error: {}", where(found, e.source()), e.description()));
+      }
+      if (const auto* nested = base.get("experiment"); nested && nested->is_table() && nested->as_table()->get("preset"))
+        throw ConfigError(fmt::format("{}: a preset cannot name another preset", found));
+      merge_under(impl->root, base);
+    }
+  }
   return ExperimentFile(std::move(impl));
 }
 
@@ -435,19 +501,24 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
       std::string k(key.str());
       if (parts.count(k)) continue;
       if (node.is_table() || !model_schema().find(k))
-        throw ConfigError(fmt::format("{}: unknown key or model part '{}' in [model]. Allowed: [model.speech_encoder], "
+        throw ConfigError(fmt::format("{}: unknown {} in [model]. Allowed: [model.speech_encoder], "
                                       "[model.text_embedding], [model.shared_encoder], {}",
-                                      im.origin_of("model." + k, node), k, model_schema().names()));
+                                      im.origin_of("model." + k, node),
+                                      node.is_table() ? "model part [model." + k + "]" : "key '" + k + "'",
+                                      model_schema().names()));
     }
   }
   Options model_options("model");
-  // Keep the source positions: fill() needs them for messages, so validate against the original table.
-  if (model) {
-    toml::table copy = *model;
-    for (const auto& p : parts) copy.erase(p);
-    im.fill(&copy, "model", {&model_schema()}, {&model_options}, "");
-  } else {
-    im.fill(nullptr, "model", {&model_schema()}, {&model_options}, "");
+  // The keys were checked above; convert them from the original table, not a copy: toml++ does not copy
+  // source positions, and the messages need them.
+  for (const auto& spec : model_schema().specs()) {
+    const toml::node* node = model ? model->get(spec.name) : nullptr;
+    if (node) {
+      const std::string origin = im.origin_of("model." + spec.name, *node);
+      model_options.set(spec.name, im.convert(spec, *node, origin, "model"), origin);
+    } else {
+      model_options.set(spec.name, spec.default_value, "default");
+    }
   }
   cfg.modality_embedding = model_options.get_bool("modality_embedding");
   const toml::table* enc = model ? im.subtable(*model, "speech_encoder", "model.speech_encoder") : nullptr;

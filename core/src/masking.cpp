@@ -42,6 +42,9 @@ double start_prob_for_coverage(double coverage, std::int64_t span) {
 }
 
 std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng) {
+  // Outside these the rejection loop below would never end (or the distribution is undefined).
+  if (!(p > 0 && p <= 1)) throw std::invalid_argument("sample_span_length: p must be in (0, 1]");
+  if (max_span < 1) throw std::invalid_argument("sample_span_length: max_span must be at least 1");
   std::geometric_distribution<std::int64_t> g(p);  // failures before the first success: 0, 1, ...
   while (true) {
     std::int64_t n = g(rng) + 1;

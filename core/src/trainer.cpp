@@ -218,7 +218,10 @@ TrainResult Trainer::train() {
     }
     const double lr = warmup_inverse_sqrt(peak, warmup, step + 1);
     for (auto& group : im.optimizer->param_groups()) group.options().set_lr(lr);
-    im.optimizer->zero_grad();
+    // Gradients to none, not zero (LibTorch 1.13's zero_grad() zeroes them): AdamW skips a parameter
+    // without a gradient, while a zero gradient would still move it by Adam's momentum, so the parts
+    // of objectives outside the current stage would keep changing.
+    for (auto& p : params) p.mutable_grad() = torch::Tensor();
 
     StepInfo info{step, total};
     const std::int64_t stage = stage_of(step);
@@ -300,7 +303,7 @@ TrainResult Trainer::train() {
 void Trainer::save_checkpoint(const std::string& path, const std::string& config_toml,
                               const std::string& vocabulary) const {
   namespace fs = std::filesystem;
-  fs::create_directories(fs::path(path).parent_path());
+  if (const auto dir = fs::path(path).parent_path(); !dir.empty()) fs::create_directories(dir);
   torch::serialize::OutputArchive archive;
   for (auto& [name, m] : impl_->modules()) {
     for (const auto& p : m->named_parameters()) archive.write(name + "." + p.key(), p.value().detach().cpu());
@@ -351,8 +354,13 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
+  }
   c10::IValue v;
   if (!archive.try_read("vocabulary", v)) throw DataError(fmt::format("{}: the checkpoint has no vocabulary", path));
   return v.toStringRef();

@@ -48,6 +48,7 @@ TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& len
                            std::mt19937_64& rng);
 
 /// One SpanBERT span length: Geometric(p) on {1, 2, ...} clipped to [1, max_span] by rejection.
+/// Throws std::invalid_argument for p outside (0, 1] or max_span < 1.
 std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng);
 
 }  // namespace workbench

@@ -1,10 +1,10 @@
 // The "asterisk" dataset: the human-recorded Asterisk PBX prompts from Debian's
 // asterisk-core-sounds-XX (transcripts) and asterisk-core-sounds-XX-wav (8 kHz audio) packages.
 // The same prompt id carries the same message in every language, so the split is made on the id
-// (MD5 of the id mod 10: 0 = test, 1 = dev, 2-9 = train) and an id never crosses splits.
+// (MD5 of the id mod 10: 0 = test, 1 = dev, 2-9 = train) and an id never crosses splits. The
+// transcript parsing, normalisation and split live in prompts.cpp, shared with the "text" dataset.
 #include <algorithm>
 #include <filesystem>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -12,44 +12,13 @@
 #include "workbench/error.h"
 #include "workbench/io.h"
 #include "workbench/plugin.h"
-#include "workbench/text.h"
+
+#include "prompts.h"
 
 namespace workbench::asterisk {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Prompt {
-  std::string id, text;
-};
-
-/// Parses "id: text" lines; ';' starts a comment line. Returns prompts in file order.
-std::vector<Prompt> parse_transcripts(const std::string& content) {
-  std::vector<Prompt> out;
-  std::istringstream in(content);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 byte order mark
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || line[0] == ';') continue;
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    out.push_back({normalize_space(line.substr(0, colon)), normalize_space(line.substr(colon + 1))});
-  }
-  return out;
-}
-
-bool has_stage_notes(const std::string& text) { return text.find_first_of("[]()") != std::string::npos; }
-
-std::string strip_punctuation(const std::string& text) {
-  std::u32string out;
-  for (char32_t c : utf8_decode(text)) {
-    bool punct = (c < 0x80 && std::ispunct(static_cast<int>(c)) && c != '\'' && c != '-') || c == 0x2026 /* … */ ||
-                 c == 0x2013 || c == 0x2014 || c == 0x00AB || c == 0x00BB || c == 0x201C || c == 0x201D;
-    out.push_back(punct ? U' ' : c);
-  }
-  return normalize_space(utf8_encode(out));
-}
 
 class AsteriskDataset final : public Dataset {
  public:
@@ -77,8 +46,8 @@ class AsteriskDataset final : public Dataset {
 
  private:
   std::vector<Utterance> load_language(const std::string& lang) const {
-    const std::string package = "asterisk-core-sounds-" + lang;
-    const fs::path transcripts = fs::path(doc_dir_) / package / ("core-sounds-" + lang + ".txt.gz");
+    const std::string package = transcripts_package(lang);
+    const fs::path transcripts = transcripts_path(doc_dir_, lang);
     const fs::path audio_dir = fs::path(sounds_dir_) / lang;
     std::error_code ec;
     if (!fs::exists(transcripts, ec) || !fs::is_directory(audio_dir, ec))
@@ -88,13 +57,11 @@ class AsteriskDataset final : public Dataset {
           lang, transcripts.string(), audio_dir.string(), package, package));
     std::vector<Utterance> out;
     for (const auto& p : parse_transcripts(read_text_file(transcripts.string()))) {
-      if (has_stage_notes(p.text)) continue;
-      std::string text = to_lower(p.text);
-      if (strip_punctuation_) text = strip_punctuation(text);
+      std::string text = normalize_prompt(p.text, strip_punctuation_);
       if (text.empty()) continue;
       const fs::path wav = audio_dir / (p.id + ".wav");
       if (!fs::exists(wav, ec)) continue;  // a transcript without audio
-      if (!in_split(p.id)) continue;
+      if (!in_split(p.id, split_)) continue;
       Utterance u;
       u.id = lang + "/" + p.id;
       u.lang = lang;
@@ -106,14 +73,6 @@ class AsteriskDataset final : public Dataset {
     if (out.empty())
       throw DataError(fmt::format("no Asterisk prompts for '{}' in split '{}' under {}", lang, split_, audio_dir.string()));
     return out;
-  }
-
-  bool in_split(const std::string& id) const {
-    if (split_ == "all") return true;
-    auto bucket = stable_bucket(id, 10);
-    if (split_ == "test") return bucket == 0;
-    if (split_ == "dev") return bucket == 1;
-    return bucket >= 2;
   }
 
   std::vector<std::string> languages_;

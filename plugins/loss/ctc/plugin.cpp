@@ -1,6 +1,7 @@
 // The "ctc" loss plugin: connectionist temporal classification (Graves et al. 2006) over characters,
-// blank = 0, on the speech encoder's context vectors (mSLAM section 3: mSLAM-CTC on paired data, with
-// the speech going in alone so that the transcript cannot be copied).
+// blank = 0, on the context vectors: the top of the shared encoder when the model has one, otherwise the
+// speech encoder's output (mSLAM section 3 and figure 1: mSLAM-CTC on paired data, with the speech going
+// in alone so that the transcript cannot be copied).
 #include <torch/nn/functional/dropout.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
@@ -36,8 +37,7 @@ class CtcLoss final : public Loss, public FramePredictor {
   const Vocabulary& vocabulary() const override { return *vocabulary_; }
 
   std::pair<torch::Tensor, torch::Tensor> frame_log_probs(const Batch& batch, ModelParts& model) override {
-    if (!model.speech_encoder) throw ConfigError("ctc needs [model.speech_encoder]");
-    auto enc = model.speech_encoder->forward(batch.features, batch.feature_lengths);
+    auto enc = model.speech_context(batch.features, batch.feature_lengths);
     auto x = enc.x;
     if (head_->is_training() && dropout_ > 0)
       x = torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
@@ -73,7 +73,7 @@ PluginDescriptor describe() {
   d.kind = PluginKind::Loss;
   d.name = "ctc";
   d.version = "1.0.0";
-  d.description = "CTC over characters (blank = 0) at the top of the speech encoder, on paired data";
+  d.description = "CTC over characters (blank = 0) at the top of the shared encoder (or the speech encoder), on paired data";
   d.options.add_float("dropout", 0.0, "dropout before the output projection", 0, 1);
   d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
     return std::make_shared<CtcLoss>(o, c);

@@ -1,0 +1,92 @@
+// The "span_bert" loss plugin: SpanBERT masked language modelling (Joshi et al. 2020, section 3.1) on
+// unpaired text, at the top of the shared encoder (SLAM section 3.2; mSLAM figure 1). Spans with
+// Geometric(p) lengths cover `mask_rate` of each sentence; each span becomes [MASK] (80%), random tokens
+// (10%) or stays (10%); the loss is the cross-entropy of the original tokens at the selected positions.
+#include <random>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/modules/linear.h>
+
+#include "workbench/error.h"
+#include "workbench/loss.h"
+#include "workbench/masking.h"
+#include "workbench/plugin.h"
+
+namespace workbench::span_bert {
+namespace {
+
+struct HeadImpl : torch::nn::Module {
+  HeadImpl(std::int64_t dim, std::int64_t vocab) { project = register_module("project", torch::nn::Linear(dim, vocab)); }
+  torch::nn::Linear project{nullptr};
+};
+TORCH_MODULE(Head);
+
+class SpanBertLoss final : public Loss {
+ public:
+  SpanBertLoss(const Options& o, const BuildContext& ctx) : rng_(ctx.seed * 104729 + 3) {
+    if (ctx.text_vocab_size <= 0)
+      throw ConfigError("[" + o.section() + "]: span_bert needs [model.text_embedding] (no text vocabulary)");
+    masking_.budget = o.get_float("mask_rate");
+    masking_.geometric_p = o.get_float("span_p");
+    masking_.max_span = o.get_int("max_span");
+    masking_.mask_share = o.get_float("mask_token_share");
+    masking_.random_share = o.get_float("random_token_share");
+    if (masking_.mask_share + masking_.random_share > 1.0)
+      o.fail("random_token_share", "mask_token_share + random_token_share must not exceed 1");
+    head_ = Head(ctx.model_dim, ctx.text_vocab_size);
+    head_->to(ctx.device);
+  }
+
+  std::vector<BatchKind> accepts() const override { return {BatchKind::Text, BatchKind::Paired}; }
+  torch::nn::Module* module() override { return head_.get(); }
+
+  LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
+    auto& text = model.require_text_embedding("span_bert");
+    model.require_shared_encoder("span_bert");
+    auto [tokens, lengths] = text.tokenize(batch);
+    auto masked = span_mask_text(tokens, lengths, masking_, text.mask_id(), text.first_regular_id(),
+                                 text.end_regular_id(), rng_);
+    auto context = model.shared_from_text(text.embed(masked.inputs, lengths));
+    auto selected = masked.targets;
+    auto logits = head_->project(context.x.index({selected}));  // (N, V)
+    auto targets = tokens.index({selected});                    // (N)
+    LossOutput out;
+    out.loss = torch::nn::functional::cross_entropy(logits, targets);
+    out.metrics.emplace_back("loss", out.loss.detach());
+    out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).to(torch::kFloat32).mean());
+    // The accuracy of always guessing the most frequent target: what "learning" must beat.
+    auto counts = torch::bincount(targets.to(torch::kCPU), {}, head_->project->weight.size(0));
+    out.metrics.emplace_back("majority_accuracy",
+                             counts.max().to(torch::kFloat32) / std::max<std::int64_t>(targets.size(0), 1));
+    auto valid = ~padding_mask(lengths, tokens.size(1));
+    out.metrics.emplace_back("mask_rate", selected.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32));
+    return out;
+  }
+
+ private:
+  Head head_{nullptr};
+  TextMaskingOptions masking_;
+  std::mt19937_64 rng_;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Loss;
+  d.name = "span_bert";
+  d.version = "1.0.0";
+  d.description = "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder";
+  d.options.add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)
+      .add_float("span_p", 0.2, "p of the geometric span-length distribution (SpanBERT: 0.2)", 1e-6, 1)
+      .add_int("max_span", 10, "longest span (SpanBERT: 10 words; SLAM: 5 pieces; mSLAM: 20 characters)", 1)
+      .add_float("mask_token_share", 0.8, "share of spans replaced by [MASK]", 0, 1)
+      .add_float("random_token_share", 0.1, "share of spans replaced by random tokens (the rest stay)", 0, 1);
+  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
+    return std::make_shared<SpanBertLoss>(o, c);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::span_bert
+
+WORKBENCH_PLUGIN(workbench::span_bert::describe)

@@ -1,0 +1,225 @@
+// The "tlm" loss plugin: translation language modelling on paired speech + text (XLM, Conneau & Lample
+// 2019, section 3.3; SLAM section 3.3). The speech encoder's output for span-masked frames and the
+// SpanBERT-masked transcript go through the shared encoder as one sequence; heads on the context vectors
+// predict the masked characters / pieces and the w2v-BERT code ids of the masked frames, so that each
+// side can be filled in from the other.
+//
+// Shapes: features (B, T, F) -> embed (B, T', Ds) -> masked -> encode (B, T', Ds); text (B, L) ->
+// (B, L, D); joint (B, T' + L packed, D). Text head: Linear(D, text vocabulary); speech head:
+// Linear(D, G*V), read as G softmaxes over V entries. Both losses are means over the masked positions
+// (padding is never a target); loss = text_loss + speech_weight * speech_loss.
+//
+// The speech targets come from the objective named by `code_provider` (a workbench::SpeechCodeProvider,
+// i.e. w2v_bert's quantizer), applied to the unmasked features. Without one (code_provider = "" or no such
+// objective) TLM predicts the text only, still from half-hidden speech; the speech head is built anyway,
+// at `speech_codes` outputs, because the trainer's optimizer is made before the first step and the
+// provider's size is only known then. A provider whose G*V differs from speech_codes is a ConfigError at
+// the first step. Masks come from a std::mt19937_64 seeded with BuildContext::seed; the random vectors for
+// masked frames from torch's generator (seeded by the core).
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "workbench/error.h"
+#include "workbench/loss.h"
+#include "workbench/masking.h"
+#include "workbench/plugin.h"
+
+#include "tlm_masking.h"
+
+namespace workbench::tlm {
+namespace {
+
+namespace F = torch::nn::functional;
+
+struct HeadsImpl : torch::nn::Module {
+  HeadsImpl(std::int64_t d_model, std::int64_t text_vocab, std::int64_t speech_codes) {
+    text_head = register_module("text_head", torch::nn::Linear(d_model, text_vocab));
+    speech_head = register_module("speech_head", torch::nn::Linear(d_model, speech_codes));
+  }
+  torch::nn::Linear text_head{nullptr}, speech_head{nullptr};
+};
+TORCH_MODULE(Heads);
+
+/// Mean cross-entropy and accuracy of `logits` (N, V) against `targets` (N). N = 0 gives a zero loss that
+/// is still part of the graph, so that a batch without targets does not break backward().
+std::pair<torch::Tensor, torch::Tensor> masked_prediction(const torch::Tensor& logits, const torch::Tensor& targets) {
+  const double n = static_cast<double>(std::max<std::int64_t>(targets.numel(), 1));
+  auto loss = F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum)) / n;
+  auto accuracy = (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n;
+  return {loss, accuracy};
+}
+
+class TlmLoss final : public Loss {
+ public:
+  TlmLoss(const Options& o, const BuildContext& ctx)
+      : options_(o),
+        speech_coverage_(o.get_float("speech_mask_coverage")),
+        speech_span_(o.get_int("speech_mask_span")),
+        code_provider_(o.get_string("code_provider")),
+        speech_codes_(o.get_int("speech_codes")),
+        speech_weight_(o.get_float("speech_weight")),
+        text_vocab_(ctx.text_vocab_size),
+        rng_(ctx.seed) {
+    if (ctx.text_vocab_size <= 0)
+      throw ConfigError("[" + o.section() + "]: tlm needs [model.text_embedding] (no text vocabulary to predict)");
+    if (ctx.model_dim <= 0) throw std::invalid_argument("tlm needs the shared encoder's output dimension");
+    // The options' schema bounds apply to experiment files; tests and tools can build Options directly.
+    if (!(speech_coverage_ >= 0 && speech_coverage_ < 1)) o.fail("speech_mask_coverage", "must be in [0, 1)");
+    if (speech_span_ < 1) o.fail("speech_mask_span", "must be at least 1");
+    if (speech_codes_ < 1) o.fail("speech_codes", "must be at least 1");
+    text_masking_.budget = o.get_float("text_mask_rate");
+    text_masking_.geometric_p = o.get_float("text_span_p");
+    text_masking_.max_span = o.get_int("text_max_span");
+    if (!(text_masking_.budget > 0 && text_masking_.budget <= 1)) o.fail("text_mask_rate", "must be in (0, 1]");
+    if (!(text_masking_.geometric_p > 0 && text_masking_.geometric_p <= 1)) o.fail("text_span_p", "must be in (0, 1]");
+    if (text_masking_.max_span < 1) o.fail("text_max_span", "must be at least 1");
+    // Created here, at its configured size, rather than on first use: the trainer builds its optimizer
+    // before the first step and would never see a head registered later.
+    heads_ = Heads(ctx.model_dim, ctx.text_vocab_size, speech_codes_);
+    heads_->to(ctx.device);
+  }
+
+  std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
+  torch::nn::Module* module() override { return heads_.get(); }
+
+  LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
+    auto& speech = model.require_speech_encoder("tlm");
+    auto& text = model.require_text_embedding("tlm");
+    model.require_shared_encoder("tlm");
+    if (text.vocab_size() != text_vocab_)
+      throw ConfigError(fmt::format("[{}]: the text embedding has {} ids but tlm was built for {}", options_.section(),
+                                    text.vocab_size(), text_vocab_));
+    SpeechCodeProvider* provider = find_provider(model);
+
+    // Speech: the codes are computed on the unmasked features, as w2v-BERT's own targets are.
+    auto features = speech.embed(batch.features, batch.feature_lengths);
+    auto frames = mask_frames_with_noise(features.x, features.lengths, speech_coverage_, speech_span_, rng_);
+    auto contrastive = speech.encode({frames.inputs, features.lengths});
+
+    // Text: SpanBERT masking at TLM's higher rate (80% [MASK] / 10% random / 10% unchanged per span).
+    auto [tokens, token_lengths] = text.tokenize(batch);
+    auto masked_text = span_mask_text(tokens, token_lengths, text_masking_, text.mask_id(), text.first_regular_id(),
+                                text.end_regular_id(), rng_);
+    auto joint = model.shared_from_pair(contrastive, text.embed(masked_text.inputs, token_lengths));
+
+    auto [text_x, text_y] = select_positions(joint.text(), masked_text.targets, tokens);
+    auto [text_loss, text_accuracy] = masked_prediction(heads_->text_head(text_x), text_y);
+    auto loss = text_loss;
+
+    torch::Tensor speech_loss, speech_accuracy;
+    if (provider) {
+      torch::Tensor codes;
+      {
+        torch::NoGradGuard no_grad;
+        codes = provider->code_ids(features.x.detach());
+      }
+      const auto G = provider->groups(), V = provider->entries();
+      if (codes.dim() != 3 || codes.size(0) != features.x.size(0) || codes.size(1) != features.x.size(1) ||
+          codes.size(2) != G)
+        throw std::runtime_error(fmt::format("tlm: objective '{}' gave speech codes of shape ({}) for features of "
+                                             "shape ({}); expected (B, T, {})",
+                                             code_provider_, fmt::join(codes.sizes(), ", "),
+                                             fmt::join(features.x.sizes(), ", "), G));
+      auto [speech_x, speech_y] = select_positions(joint.speech(), frames.mask, codes.to(torch::kLong));
+      auto logits = heads_->speech_head(speech_x).view({-1, V});  // (N * G, V): one softmax per group
+      std::tie(speech_loss, speech_accuracy) = masked_prediction(logits, speech_y.reshape({-1}));
+      loss = loss + speech_weight_ * speech_loss;
+    }
+
+    LossOutput out;
+    out.metrics.emplace_back("loss", loss.detach());
+    out.metrics.emplace_back("text_loss", text_loss.detach());
+    out.metrics.emplace_back("text_accuracy", text_accuracy);
+    if (provider) {
+      out.metrics.emplace_back("speech_loss", speech_loss.detach());
+      out.metrics.emplace_back("speech_accuracy", speech_accuracy);
+    }
+    out.metrics.emplace_back("text_mask_rate", share(masked_text.targets, token_lengths));
+    out.metrics.emplace_back("speech_mask_rate", share(frames.mask, features.lengths));
+    out.loss = loss;
+    return out;
+  }
+
+ private:
+  /// Share of the valid positions that are true in `selected` (B, T) bool.
+  static torch::Tensor share(const torch::Tensor& selected, const torch::Tensor& lengths) {
+    return selected.sum().to(torch::kFloat32) / lengths.to(selected.device()).sum().clamp_min(1).to(torch::kFloat32);
+  }
+
+  /// The objective that supplies speech targets, or nullptr to train the text side only.
+  SpeechCodeProvider* find_provider(ModelParts& model) {
+    if (code_provider_.empty()) return nullptr;
+    auto it = model.objectives.find(code_provider_);
+    if (it == model.objectives.end() || !it->second) {
+      // Not an error: the default names w2v_bert, and a text-only TLM (e.g. next to CTC) is a valid setup.
+      if (!warned_)
+        std::fprintf(stderr, "  [%s] no objective '%s' gives speech codes: tlm predicts the masked text only\n",
+                     options_.section().c_str(), code_provider_.c_str());
+      warned_ = true;
+      return nullptr;
+    }
+    auto* provider = dynamic_cast<SpeechCodeProvider*>(it->second);
+    if (!provider)
+      options_.fail("code_provider", fmt::format("objective '{}' does not give speech codes (its loss is not a "
+                                                 "SpeechCodeProvider); name a w2v_bert objective or set \"\"",
+                                                 code_provider_));
+    const auto n = provider->groups() * provider->entries();
+    if (n != speech_codes_)
+      options_.fail("speech_codes", fmt::format("is {}, but objective '{}' gives {} groups x {} entries = {} codes; "
+                                                "set speech_codes = {}",
+                                                speech_codes_, code_provider_, provider->groups(), provider->entries(),
+                                                n, n));
+    return provider;
+  }
+
+  Options options_;
+  double speech_coverage_;
+  std::int64_t speech_span_;
+  std::string code_provider_;
+  std::int64_t speech_codes_;
+  double speech_weight_;
+  std::int64_t text_vocab_;
+  TextMaskingOptions text_masking_;
+  std::mt19937_64 rng_;
+  Heads heads_{nullptr};
+  bool warned_ = false;
+};
+
+PluginDescriptor describe() {
+  PluginDescriptor d;
+  d.kind = PluginKind::Loss;
+  d.name = "tlm";
+  d.version = "1.0.0";
+  d.description = "translation language modelling on paired data: masked text and speech codes predicted from "
+                  "speech ++ text at the top of the shared encoder";
+  d.options
+      .add_float("speech_mask_coverage", 0.75, "share of speech frames masked on average (SLAM: about 75%)", 0, 0.99)
+      .add_int("speech_mask_span", 10, "frames per masked speech span (w2v-BERT: 10)", 1)
+      .add_float("text_mask_rate", 0.5, "share of each transcript's tokens masked (SLAM: about 50%)", 0.01, 1)
+      .add_float("text_span_p", 0.2, "text span lengths are Geometric(p) (SpanBERT: 0.2)", 0.01, 1)
+      .add_int("text_max_span", 10, "longest text span (SpanBERT: 10)", 1)
+      .add_string("code_provider", "w2v_bert",
+                  "objective whose speech codes are the speech targets; \"\" or absent: text targets only")
+      .add_int("speech_codes", 1024, "outputs of the speech head: the provider's groups x entries (G*V)", 1)
+      .add_float("speech_weight", 1.0, "weight of the speech loss against the text loss", 0);
+  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
+    return std::make_shared<TlmLoss>(o, c);
+  };
+  return d;
+}
+
+}  // namespace
+}  // namespace workbench::tlm
+
+WORKBENCH_PLUGIN(workbench::tlm::describe)

@@ -1,0 +1,43 @@
+#include "tlm_masking.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "workbench/encoder.h"
+#include "workbench/masking.h"
+
+namespace workbench::tlm {
+
+FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::Tensor& lengths, double coverage,
+                                    std::int64_t span, std::mt19937_64& rng) {
+  if (features.dim() != 3) throw std::invalid_argument("mask_frames_with_noise: features must be (B, T, D)");
+  if (span < 1) throw std::invalid_argument("mask_frames_with_noise: span must be at least 1");
+  const auto T = features.size(1);
+  FrameMasking out;
+  out.mask = span_mask_frames(lengths, T, start_prob_for_coverage(coverage, span), span, rng);
+
+  // Moments from sums over the valid frames rather than boolean indexing, so that no GPU sync is needed.
+  auto f = features.detach();
+  auto valid = (~padding_mask(lengths.to(features.device()), T)).unsqueeze(-1).to(f.dtype());  // (B, T, 1)
+  auto n = (valid.sum() * static_cast<double>(f.size(2))).clamp_min(2.0);
+  auto mean = (f * valid).sum() / n;
+  auto var = ((f - mean).pow(2) * valid).sum() / (n - 1.0);
+  auto noise = torch::randn_like(f) * var.sqrt();
+  out.inputs = torch::where(out.mask.to(features.device()).unsqueeze(-1), noise, features);
+  return out;
+}
+
+std::pair<torch::Tensor, torch::Tensor> select_positions(const torch::Tensor& x, const torch::Tensor& selected,
+                                                         const torch::Tensor& targets) {
+  auto lead = [](const torch::Tensor& t) { return std::to_string(t.size(0)) + " x " + std::to_string(t.size(1)); };
+  if (selected.dim() != 2 || x.dim() < 2 || targets.dim() < 2 || x.size(0) != selected.size(0) ||
+      x.size(1) != selected.size(1) || targets.size(0) != selected.size(0) || targets.size(1) != selected.size(1))
+    throw std::invalid_argument("select_positions: inputs " + (x.dim() >= 2 ? lead(x) : std::string("?")) +
+                                ", selection " + (selected.dim() >= 2 ? lead(selected) : std::string("?")) +
+                                " and targets " + (targets.dim() >= 2 ? lead(targets) : std::string("?")) +
+                                " must agree in (B, T)");
+  auto sel = selected.to(torch::kBool);
+  return {x.index({sel}), targets.index({sel})};
+}
+
+}  // namespace workbench::tlm

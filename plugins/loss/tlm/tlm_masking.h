@@ -1,0 +1,41 @@
+#pragma once
+// TLM's masking of the speech side and its choice of prediction targets, kept apart from the plugin so
+// that tests can check them directly. Compiled into the tlm plugin (and into test_tlm).
+#include <cstdint>
+#include <random>
+#include <utility>
+
+#include <torch/types.h>
+
+// Hidden, so that no other library ever binds to this copy.
+#pragma GCC visibility push(hidden)
+namespace workbench::tlm {
+
+struct FrameMasking {
+  torch::Tensor inputs;  ///< (B, T, D) float: the features, with masked frames replaced by random vectors
+  torch::Tensor mask;    ///< (B, T) bool: true at masked frames, never at padding
+};
+
+/// Masks subsampled speech features (the speech encoder's embed() output) for TLM.
+///
+/// Spans of `span` frames start at each valid frame with the probability that gives `coverage` of the
+/// frames on average (workbench::start_prob_for_coverage; SLAM section 3.3 masks about 75% of the speech
+/// in TLM, against about 50% in w2v-BERT). Spans are cut at the end of each row, so rows only a few spans
+/// long are covered a little less. Masked frames are replaced by N(0, s^2) vectors, s = the standard
+/// deviation of all valid feature values, detached (w2v-BERT section 3.2 uses random vectors; the scale
+/// puts them in the range of real frames, and detaching keeps the noise from being a path for gradients).
+///
+/// `features` (B, T, D) float, `lengths` (B) int64 valid frames per row, on the same device. The mask is
+/// drawn from `rng` (reproducible on any device); the noise from torch's generator for that device.
+/// Throws std::invalid_argument for coverage outside [0, 1) or span < 1.
+FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::Tensor& lengths, double coverage,
+                                    std::int64_t span, std::mt19937_64& rng);
+
+/// The prediction inputs and targets at selected positions: `x` (B, T, D) and `targets` (B, T) or
+/// (B, T, G) at the true entries of `selected` (B, T) bool -> (N, D) and (N) or (N, G), in row-major
+/// order. Throws std::invalid_argument when the leading (B, T) shapes differ.
+std::pair<torch::Tensor, torch::Tensor> select_positions(const torch::Tensor& x, const torch::Tensor& selected,
+                                                         const torch::Tensor& targets);
+
+}  // namespace workbench::tlm
+#pragma GCC visibility pop
