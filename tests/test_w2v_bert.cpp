@@ -546,7 +546,7 @@ TEST_CASE("w2v_bert: built through the registry, reports every metric, trains th
   auto out = loss->compute(batch, model, StepInfo{});
   CHECK(metric_names(out) == std::vector<std::string>{"loss", "contrastive_loss", "contrastive_accuracy",
                                                       "contrastive_chance", "contrastive_frames", "mlm_loss",
-                                                      "mlm_accuracy", "code_perplexity", "code_usage_perplexity",
+                                                      "mlm_accuracy", "mlm_majority_accuracy", "code_perplexity", "code_usage_perplexity",
                                                       "diversity_loss", "gumbel_temperature", "mask_rate"});
   for (const auto& [name, value] : out.metrics) {
     INFO(name);

@@ -587,6 +587,12 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   std::string& out = cfg.resolved_toml;
   out = "# resolved configuration of " + im.path + "\n";
   emit(out, cfg.flat, "experiment", {&experiment});
+  // The preset's tables are already merged into what follows; naming it again would make the resolved
+  // config depend on finding the preset file wherever it is parsed next (a checkpoint, the run store).
+  if (const std::string& preset = experiment.get_string("preset"); !preset.empty()) {
+    const std::string line = "preset = " + to_toml(OptionValue(preset)) + "\n";
+    if (auto at = out.find(line); at != std::string::npos) out.replace(at, line.size(), "# " + line.substr(0, line.size() - 1) + " (merged below)\n");
+  }
   emit(out, cfg.flat, "plugins", {&plugins});
   emit(out, cfg.flat, "frontend", {&cfg.frontend});
   emit(out, cfg.flat, "trainer", {&cfg.trainer});

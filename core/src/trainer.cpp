@@ -334,6 +334,12 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
   auto copy_in = [&](const std::string& key, torch::Tensor& target, bool is_buffer) {
     torch::Tensor value;
     if (!archive.try_read(key, value, is_buffer)) return;
+    // Serialized blobs (a SentencePiece model) are byte buffers whose length is their content.
+    if (is_buffer && value.scalar_type() == torch::kByte && target.scalar_type() == torch::kByte) {
+      target.set_(value.clone());
+      loaded.push_back(key);
+      return;
+    }
     if (value.sizes() != target.sizes())
       throw ConfigError(fmt::format("{}: '{}' has shape {} in the checkpoint but {} in this model", path, key,
                                     fmt::join(value.sizes(), "x"), fmt::join(target.sizes(), "x")));

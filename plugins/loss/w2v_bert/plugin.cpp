@@ -109,13 +109,18 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     auto context = model.shared_from_speech(contrastive);
     auto logits = heads_->mlm(context.x.index({mask})).view({-1, groups_, entries_});  // (M, G, V)
     auto targets = quantized.codes.index({mask});                                       // (M, G)
-    torch::Tensor mlm_loss, mlm_accuracy;
+    torch::Tensor mlm_loss, mlm_accuracy, mlm_majority;
     if (targets.size(0) > 0) {
       mlm_loss = torch::nn::functional::cross_entropy(logits.reshape({-1, entries_}), targets.reshape({-1}));
       mlm_accuracy = (logits.detach().argmax(-1) == targets).to(torch::kFloat32).mean();
+      // Always guessing the most frequent code of the batch: the baseline masked prediction must beat
+      // (with collapsed codes it is near 1, which is how collapse shows).
+      auto counts = torch::bincount(targets.reshape({-1}).to(torch::kCPU), {}, entries_);
+      mlm_majority = counts.max().to(torch::kFloat32) / static_cast<double>(targets.numel());
     } else {
       mlm_loss = logits.sum() * 0.0;
       mlm_accuracy = torch::zeros({}, logits.options());
+      mlm_majority = torch::zeros({});
     }
 
     out.loss = contrastive_weight_ * nce.loss + diversity_weight_ * quantized.diversity + mlm_weight_ * mlm_loss;
@@ -126,6 +131,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     out.metrics.emplace_back("contrastive_frames", nce.count);
     out.metrics.emplace_back("mlm_loss", mlm_loss.detach());
     out.metrics.emplace_back("mlm_accuracy", mlm_accuracy);
+    out.metrics.emplace_back("mlm_majority_accuracy", mlm_majority);
     out.metrics.emplace_back("code_perplexity", quantized.perplexity.detach());
     out.metrics.emplace_back("code_usage_perplexity", quantized.usage_perplexity);
     out.metrics.emplace_back("diversity_loss", quantized.diversity.detach());
