@@ -155,6 +155,7 @@ int run_command(const RunArgs& args) {
   info.config_toml = cfg.resolved_toml;
   info.config_hash = results::sha256_text(cfg.resolved_toml);
   info.seed = cfg.seed;
+  info.kind = args.dry_run ? "dry-run" : "train";
   info.device = device_error.empty() ? device.str() : tr.get_string("device") + " (unavailable)";
   const std::int64_t run = store.begin_run(info);
   if (!device_error.empty()) {
