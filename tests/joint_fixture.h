@@ -7,7 +7,10 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <memory>
+#include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -136,6 +139,66 @@ inline Batch make_batch(BatchKind kind, const std::vector<std::int64_t>& frames,
   }
   b.token_lengths = torch::tensor(lengths, torch::kInt64);
   return b;
+}
+
+/// A shared character vocabulary of `texts`.
+inline std::shared_ptr<const Vocabulary> vocabulary_of(const std::vector<std::string>& texts) {
+  return std::make_shared<const Vocabulary>(Vocabulary::from_texts(texts));
+}
+
+/// Texts of the given lengths, of random letters from a ten-letter alphabet.
+inline std::vector<std::string> random_texts(const std::vector<std::size_t>& lengths, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> letter(0, 9);
+  std::vector<std::string> texts;
+  for (auto n : lengths) {
+    std::string t;
+    for (std::size_t k = 0; k < n; ++k) t.push_back(static_cast<char>('a' + letter(rng)));
+    texts.push_back(t);
+  }
+  return texts;
+}
+/// `count` texts of `length` random letters.
+inline std::vector<std::string> random_texts(std::size_t count, std::size_t length, unsigned seed) {
+  return random_texts(std::vector<std::size_t>(count, length), seed);
+}
+
+// Lookups that throw when the name is missing; Catch2 reports the exception as the test's failure (this
+// header comes before catch.hpp, which must be included last).
+
+inline double metric(const LossOutput& out, const std::string& name) {
+  for (const auto& [n, v] : out.metrics)
+    if (n == name) return v.item<double>();
+  throw std::runtime_error("no metric " + name);
+}
+
+inline std::vector<std::string> metric_names(const LossOutput& out) {
+  std::vector<std::string> names;
+  for (const auto& m : out.metrics) names.push_back(m.first);
+  return names;
+}
+
+inline bool has(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+inline torch::Tensor parameter(torch::nn::Module& m, const std::string& name) {
+  for (const auto& p : m.named_parameters())
+    if (p.key() == name) return p.value();
+  throw std::runtime_error("no parameter " + name);
+}
+
+/// Zeroes the gradients of every part of tiny_joint_model and of `loss`, between two backward passes.
+inline void zero_gradients(ModelParts& m, Loss& loss) {
+  auto zero = [](torch::nn::Module& mod) {
+    for (auto& p : mod.parameters())
+      if (p.grad().defined()) p.grad().zero_();
+  };
+  zero(m.speech_encoder->module());
+  zero(m.shared_encoder->module());
+  zero(m.text_embedding->module());
+  zero(*m.modality);
+  if (loss.module()) zero(*loss.module());
 }
 
 /// The built-in plugins, loaded once per test executable.

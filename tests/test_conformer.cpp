@@ -22,6 +22,8 @@
 #include "workbench/error.h"
 #include "workbench/registry.h"
 
+#include "test_support.h"
+
 #include <catch2/catch.hpp>
 
 using namespace workbench;
@@ -78,15 +80,7 @@ torch::Tensor named(torch::nn::Module& m, const std::string& name) {
 
 template <typename F>
 std::string config_error(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("expected a ConfigError, got another exception: " << e.what());
-  }
-  FAIL("expected a ConfigError, nothing was thrown");
-  return {};
+  return workbench::testing::error_message<ConfigError>(std::forward<F>(f));
 }
 
 wc::BlockOptions attention_options(const std::string& position) {

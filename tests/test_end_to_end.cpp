@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "test_support.h"
 #include "workbench/audio.h"
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
@@ -29,75 +30,13 @@
 
 namespace fs = std::filesystem;
 using namespace workbench;
+using namespace workbench::testing;
 using results::RunStore;
 using Catch::Matchers::Contains;
 
 namespace {
 
-const std::string kWorkbench = WORKBENCH_BINARY_DIR "/bin/workbench";
 constexpr double kPi = 3.14159265358979323846;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("wbtest_e2e_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    if (std::getenv("WORKBENCH_KEEP_E2E")) {
-      std::fprintf(stderr, "kept %s\n", path.c_str());
-      return;
-    }
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-/// Runs `workbench <args>` with stdout and stderr captured to files in `dir`.
-Result run_workbench(const TempDir& dir, const std::vector<std::string>& args) {
-  static int counter = 0;
-  const std::string tag = std::to_string(++counter);
-  const std::string out_path = dir.file("stdout" + tag + ".txt"), err_path = dir.file("stderr" + tag + ".txt");
-  std::string cmd = quote(kWorkbench);
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " > " + quote(out_path) + " 2> " + quote(err_path) + " < /dev/null";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(out_path);
-  r.err = read_file(err_path);
-  return r;
-}
 
 /// One cell of a query that returns exactly one row.
 std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
@@ -169,7 +108,7 @@ TEST_CASE("e2e: a few steps on the Asterisk prompts are recorded in the run stor
     WARN("Asterisk prompts (asterisk-core-sounds-en/-es and -wav) are not installed: skipping");
     return;
   }
-  TempDir dir;
+  TempDir dir("wbtest_e2e_");
   const std::string exp = dir.file("e2e.toml");
   const std::string db = dir.file("runs.db");
   write_file(exp, std::string(R"([experiment]
@@ -191,13 +130,13 @@ shuffle = false
 )") + kTinyModel + trainer_section(dir, 20));
 
   // --dump-config prints the resolved configuration and touches no database.
-  Result dump = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--dump-config", "--db", db});
+  CommandResult dump = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--dump-config", "--db", db});
   INFO(dump.err);
   REQUIRE(dump.exit_code == 0);
   CHECK_THAT(dump.out, Contains("steps = 4") && Contains("[model.speech_encoder]"));
   CHECK_FALSE(fs::exists(db));
 
-  Result run = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--db", db});
+  CommandResult run = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--db", db});
   INFO(run.err);
   REQUIRE(run.exit_code == 0);
   REQUIRE(fs::exists(db));
@@ -307,14 +246,14 @@ shuffle = false
 }
 
 TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e][manifest]") {
-  TempDir dir;
+  TempDir dir("wbtest_e2e_");
   const std::string manifest = write_manifest(dir, 6);
   const std::string exp = dir.file("manifest.toml");
   const std::string db = dir.file("runs.db");
   write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
                       "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
                       "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 2));
-  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  CommandResult run = run_workbench(dir, {"run", exp, "--db", db});
   INFO(run.err);
   REQUIRE(run.exit_code == 0);
   RunStore store(db);
@@ -345,7 +284,7 @@ TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e]
 }
 
 TEST_CASE("e2e: a configuration error fails the run and records the message", "[e2e][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_e2e_");
   const std::string exp = dir.file("bad_key.toml");
   const std::string db = dir.file("runs.db");
   std::string model = kTinyModel;
@@ -357,12 +296,12 @@ TEST_CASE("e2e: a configuration error fails the run and records the message", "[
   write_file(exp, text);
 
   // --dump-config reports it too, and writes no database.
-  Result dump = run_workbench(dir, {"run", exp, "--dump-config", "--db", db});
+  CommandResult dump = run_workbench(dir, {"run", exp, "--dump-config", "--db", db});
   CHECK(dump.exit_code != 0);
   CHECK_THAT(dump.err, Contains("d_modle"));
   CHECK_FALSE(fs::exists(db));
 
-  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  CommandResult run = run_workbench(dir, {"run", exp, "--db", db});
   INFO(run.err);
   CHECK(run.exit_code == 1);
   CHECK_THAT(run.err, Contains("d_modle") && Contains("recorded as failed run"));
@@ -380,7 +319,7 @@ TEST_CASE("e2e: a configuration error fails the run and records the message", "[
   CHECK(store.metrics(r.id).empty());
 
   // A bad --set is recorded the same way, in the same database.
-  Result set = run_workbench(dir, {"run", exp, "--set", "trainer.steps", "--db", db});
+  CommandResult set = run_workbench(dir, {"run", exp, "--set", "trainer.steps", "--db", db});
   CHECK(set.exit_code == 1);
   runs = store.runs();
   REQUIRE(runs.size() == 2);
@@ -389,14 +328,14 @@ TEST_CASE("e2e: a configuration error fails the run and records the message", "[
 }
 
 TEST_CASE("e2e: a dataset that fails to load fails the run, naming the file", "[e2e][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_e2e_");
   const std::string missing = dir.file("no_such_manifest.tsv");
   const std::string exp = dir.file("missing_data.toml");
   const std::string db = dir.file("runs.db");
   write_file(exp, "[experiment]\nname = \"missing\"\n[data.train]\nplugin = \"manifest\"\npath = \"" + missing +
                       "\"\n[data.dev]\nplugin = \"manifest\"\npath = \"" + missing + "\"\n" + kTinyModel +
                       trainer_section(dir, 2));
-  Result run = run_workbench(dir, {"run", exp, "--db", db});
+  CommandResult run = run_workbench(dir, {"run", exp, "--db", db});
   INFO(run.err);
   CHECK(run.exit_code == 1);
   CHECK_THAT(run.err, Contains(missing));
@@ -420,7 +359,7 @@ TEST_CASE("e2e: a dataset that fails to load fails the run, naming the file", "[
   const std::string manifest = dir.file("broken.tsv");
   const std::string wav = dir.file("gone.wav");
   write_file(manifest, "path\ttext\tlang\n" + wav + "\thello\ten\n");
-  Result broken = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
+  CommandResult broken = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
                                       "data.dev.path=" + manifest});
   CHECK(broken.exit_code == 1);
   runs = store.runs();
@@ -430,7 +369,7 @@ TEST_CASE("e2e: a dataset that fails to load fails the run, naming the file", "[
 
   // A manifest without the needed columns names the file and line.
   write_file(manifest, "file\ttranscript\n" + wav + "\thello\n");
-  Result columns = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
+  CommandResult columns = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.path=" + manifest, "--set",
                                        "data.dev.path=" + manifest});
   CHECK(columns.exit_code == 1);
   runs = store.runs();
@@ -446,13 +385,13 @@ TEST_CASE("e2e: an unavailable device fails the run and records it", "[e2e][erro
     WARN("CUDA is available here: trainer.device = \"cuda\" is not an error; skipping");
     return;
   }
-  TempDir dir;
+  TempDir dir("wbtest_e2e_");
   const std::string manifest = write_manifest(dir, 2);
   const std::string exp = dir.file("cuda.toml");
   const std::string db = dir.file("runs.db");
   write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest + "\"\n[data.dev]\nplugin = \"manifest\"\npath = \"" +
                       manifest + "\"\n" + kTinyModel + trainer_section(dir, 1));
-  Result run = run_workbench(dir, {"run", exp, "--db", db, "--set", "trainer.device=cuda"});
+  CommandResult run = run_workbench(dir, {"run", exp, "--db", db, "--set", "trainer.device=cuda"});
   INFO(run.err);
   CHECK(run.exit_code == 1);
   CHECK_THAT(run.err, Contains("CUDA is not available"));

@@ -38,63 +38,10 @@ Options span_options(const std::map<std::string, OptionValue>& overrides = {}) {
   return o;
 }
 
-/// Texts of the given lengths, of random letters from a ten-letter alphabet.
-std::vector<std::string> random_texts(const std::vector<std::size_t>& lengths, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> letter(0, 9);
-  std::vector<std::string> texts;
-  for (auto n : lengths) {
-    std::string t;
-    for (std::size_t k = 0; k < n; ++k) t.push_back(static_cast<char>('a' + letter(rng)));
-    texts.push_back(t);
-  }
-  return texts;
-}
-
-std::shared_ptr<const Vocabulary> vocabulary_of(const std::vector<std::string>& texts) {
-  return std::make_shared<const Vocabulary>(Vocabulary::from_texts(texts));
-}
-
 std::shared_ptr<Loss> make_span_bert(const std::shared_ptr<const Vocabulary>& vocabulary,
                                      const std::map<std::string, OptionValue>& overrides = {}, std::uint64_t seed = 1) {
   return builtin_registry().create_as<Loss>(PluginKind::Loss, "span_bert", span_options(overrides),
                                             tiny_loss_context(kDs, kD, vocabulary, seed));
-}
-
-double metric(const LossOutput& out, const std::string& name) {
-  for (const auto& [n, v] : out.metrics)
-    if (n == name) return v.item<double>();
-  FAIL("no metric " << name);
-  return 0;
-}
-
-std::vector<std::string> metric_names(const LossOutput& out) {
-  std::vector<std::string> names;
-  for (const auto& m : out.metrics) names.push_back(m.first);
-  return names;
-}
-
-bool has(const std::vector<std::string>& names, const std::string& name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
-torch::Tensor parameter(torch::nn::Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters())
-    if (p.key() == name) return p.value();
-  FAIL("no parameter " << name);
-  return {};
-}
-
-void zero_gradients(ModelParts& m, Loss& loss) {
-  auto zero = [](torch::nn::Module& mod) {
-    for (auto& p : mod.parameters())
-      if (p.grad().defined()) p.grad().zero_();
-  };
-  zero(m.speech_encoder->module());
-  zero(m.shared_encoder->module());
-  zero(m.text_embedding->module());
-  zero(*m.modality);
-  zero(*loss.module());
 }
 
 }  // namespace
@@ -142,6 +89,18 @@ TEST_CASE("span_bert selects 15% of each text and reports its metrics", "[span_b
   // A different budget.
   auto more = make_span_bert(vocabulary, {{"mask_rate", 0.25}});
   CHECK(metric(more->compute(batch, model, StepInfo{}), "mask_rate") == Approx((10.0 + 15 + 5 + 20) / 200));
+}
+
+TEST_CASE("span_bert on a batch of empty texts gives a zero loss that backpropagates, not NaN", "[span_bert]") {
+  auto vocabulary = vocabulary_of({"abc"});
+  auto model = tiny_joint_model(kF, kDs, kD, vocabulary->size());
+  auto batch = make_batch(BatchKind::Text, {}, kF, {"", ""}, *vocabulary);
+  auto loss = make_span_bert(vocabulary);
+  auto out = loss->compute(batch, model, StepInfo{});
+  CHECK(out.loss.item<double>() == 0.0);
+  CHECK(metric(out, "accuracy") == 0.0);
+  CHECK(metric(out, "mask_rate") == 0.0);
+  out.loss.backward();  // still part of the graph
 }
 
 TEST_CASE("span_bert predicts the original tokens at the selected positions", "[span_bert]") {

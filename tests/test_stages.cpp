@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "joint_fixture.h"
+#include "test_support.h"
 #include "workbench/audio.h"
 #include "workbench/error.h"
 #include "workbench/experiment.h"
@@ -39,42 +40,12 @@ namespace fs = std::filesystem;
 using namespace workbench;
 using namespace workbench::testing;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 using results::RunStore;
 
 namespace {
 
 // --- helpers -----------------------------------------------------------------------------------------
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("wbtest_stages_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    if (std::getenv("WORKBENCH_KEEP_E2E")) {
-      std::fprintf(stderr, "kept %s\n", path.c_str());
-      return;
-    }
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_file(const std::string& path, const std::string& text) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 SchemaLookup lookup() {
   return [](PluginKind kind, const std::string& name, const std::string& where) -> const OptionSchema& {
@@ -94,15 +65,7 @@ ExperimentConfig resolve_file(const std::string& path, const std::vector<std::st
 /// The message of the ConfigError that `f` throws.
 template <typename F>
 std::string config_error(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("expected a ConfigError, got: " << e.what());
-  }
-  FAIL("expected a ConfigError, nothing was thrown");
-  return {};
+  return error_message<ConfigError>(std::forward<F>(f));
 }
 
 // Two CTC objectives on one dataset: enough to configure stages (resolve() does not load data).
@@ -240,39 +203,7 @@ void randomise(torch::nn::Module& m, std::uint64_t seed) {
 
 // --- e2e helpers (the built `workbench`, as in test_end_to_end.cpp) -----------------------------------
 
-const std::string kWorkbench = WORKBENCH_BINARY_DIR "/bin/workbench";
 const std::string kExperiments = WORKBENCH_SOURCE_DIR "/experiments";
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
-
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-Result run_workbench(const TempDir& dir, const std::vector<std::string>& args) {
-  static int counter = 0;
-  const std::string tag = std::to_string(++counter);
-  const std::string out_path = dir.file("stdout" + tag + ".txt"), err_path = dir.file("stderr" + tag + ".txt");
-  std::string cmd = quote(kWorkbench);
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " > " + quote(out_path) + " 2> " + quote(err_path) + " < /dev/null";
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(out_path);
-  r.err = read_file(err_path);
-  return r;
-}
 
 std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
   auto q = store.query_rows(sql);
@@ -297,9 +228,9 @@ std::int64_t count_params(const RunStore& store, std::int64_t run, const std::st
 /// Dry-runs `experiment` with `preset` and checks the recorded model size against `expected` (+-10%).
 void check_dry_run(const std::string& experiment, const std::string& preset, double expected,
                    std::int64_t shared_layers, std::int64_t d_model) {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   const std::string db = dir.file("runs.db");
-  Result r = run_workbench(dir, {"run", "--dry-run", kExperiments + "/" + experiment, "--set",
+  CommandResult r = run_workbench(dir, {"run", "--dry-run", kExperiments + "/" + experiment, "--set",
                                  "experiment.preset=" + preset, "--db", db});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
@@ -379,6 +310,14 @@ TEST_CASE("stages: an unknown objective is a ConfigError naming it and the defin
   });
   CHECK_THAT(msg, Contains("no [objectives.tlm]") && Contains("first, second"));
   CHECK_THAT(msg, Contains("[stages.0] objectives"));
+}
+
+TEST_CASE("stages: an objective in no stage is a ConfigError, not silently untrained", "[stages][config]") {
+  const std::string msg = config_error([&] {
+    resolve_text(kStagedBase + "\n[[stages]]\nsteps = 5\nobjectives = [\"first\"]\n");
+  });
+  CHECK_THAT(msg, Contains("[objectives.second] is in no [[stages]]"));
+  CHECK_THAT(msg, StartsWith("exp.toml:"));
 }
 
 TEST_CASE("stages: other mistakes are ConfigErrors", "[stages][config]") {
@@ -502,7 +441,7 @@ lr = 0.5
 }  // namespace
 
 TEST_CASE("preset: its tables go under the file's, and the file's keys win", "[stages][preset]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   write_file(dir.file("presets/x.toml"), kPreset);
   write_file(dir.file("exp.toml"), kPresetUser);
   auto c = resolve_file(dir.file("exp.toml"));
@@ -540,7 +479,7 @@ TEST_CASE("preset: its tables go under the file's, and the file's keys win", "[s
 }
 
 TEST_CASE("preset: a table naming a different plugin replaces the preset's", "[stages][preset]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   write_file(dir.file("presets/x.toml"), kPreset);
   write_file(dir.file("exp.toml"), kPresetUser);
   auto c = resolve_file(dir.file("exp.toml"));
@@ -558,7 +497,7 @@ TEST_CASE("preset: a table naming a different plugin replaces the preset's", "[s
 }
 
 TEST_CASE("preset: errors in preset values name the preset file", "[stages][preset][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   std::string bad = kPreset;
   bad.replace(bad.find("layers = 3"), 10, "layers = \"three\"");
   write_file(dir.file("presets/x.toml"), bad);
@@ -594,7 +533,7 @@ TEST_CASE("preset: errors in preset values name the preset file", "[stages][pres
 }
 
 TEST_CASE("preset: a missing preset lists where it looked", "[stages][preset][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   write_file(dir.file("exp.toml"), kPresetUser);
   const std::string msg = config_error([&] { resolve_file(dir.file("exp.toml"), {"experiment.preset=nope"}); });
   CHECK_THAT(msg, Contains("--set experiment.preset") && Contains("preset 'nope' not found"));
@@ -615,7 +554,7 @@ TEST_CASE("preset: a missing preset lists where it looked", "[stages][preset][er
 }
 
 TEST_CASE("preset: the source tree's presets when the file's folder has none, and relative paths", "[stages][preset]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   std::string user = kPresetUser;
   user.replace(user.find("preset = \"x\""), 12, "preset = \"tiny\"");
   write_file(dir.file("exp.toml"), user);
@@ -631,7 +570,7 @@ TEST_CASE("preset: the source tree's presets when the file's folder has none, an
 }
 
 TEST_CASE("preset: the resolved TOML parses back to the same configuration", "[stages][preset][roundtrip]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   write_file(dir.file("presets/x.toml"), kPreset);
   write_file(dir.file("exp.toml"), kPresetUser);
   auto first = resolve_file(dir.file("exp.toml"));
@@ -782,7 +721,7 @@ struct TrainerParts {
 }  // namespace
 
 TEST_CASE("checkpoints: load_checkpoint restores every parameter into a fresh trainer", "[stages][checkpoint]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   TrainerParts saved(4, 1);
   saved.trainer->train();  // trained for real: the optimizer has state
   const std::string path = dir.file("ck/run-1/final.pt");
@@ -823,7 +762,7 @@ TEST_CASE("checkpoints: load_checkpoint restores every parameter into a fresh tr
 }
 
 TEST_CASE("checkpoints: a shape mismatch is a ConfigError naming the tensor", "[stages][checkpoint][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   TrainerParts saved(4, 1);
   const std::string path = dir.file("final.pt");
   saved.trainer->save_checkpoint(path, "", "");
@@ -835,7 +774,7 @@ TEST_CASE("checkpoints: a shape mismatch is a ConfigError naming the tensor", "[
 }
 
 TEST_CASE("checkpoints: missing and unreadable files are DataErrors naming them", "[stages][checkpoint][errors]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   TrainerParts t(4, 1);
   CHECK_THROWS_AS(t.trainer->load_checkpoint(dir.file("nope.pt")), DataError);
   CHECK_THROWS_WITH(t.trainer->load_checkpoint(dir.file("nope.pt")), Contains(dir.file("nope.pt")));
@@ -848,7 +787,7 @@ TEST_CASE("checkpoints: missing and unreadable files are DataErrors naming them"
 }
 
 TEST_CASE("checkpoints: save_checkpoint to a bare file name in the working directory", "[stages][checkpoint]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   TrainerParts t(4, 1);
   const auto cwd = fs::current_path();
   fs::current_path(dir.path);
@@ -933,11 +872,11 @@ checkpoint_dir = ")" + dir.file("checkpoints") + "\"\n";
 }  // namespace
 
 TEST_CASE("run: language_temperature records each language's sampling probability", "[stages][e2e][sampler]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   const std::string manifest = write_manifest(dir, {{"aa", 6}, {"bb", 2}});
   write_file(dir.file("exp.toml"), manifest_experiment(dir, manifest, "language_temperature = 2.0\n"));
   const std::string db = dir.file("runs.db");
-  Result r = run_workbench(dir, {"run", dir.file("exp.toml"), "--db", db});
+  CommandResult r = run_workbench(dir, {"run", dir.file("exp.toml"), "--db", db});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   RunStore store(db);
@@ -954,13 +893,13 @@ TEST_CASE("run: language_temperature records each language's sampling probabilit
 
 TEST_CASE("run: use = speech or text turns paired data into one half, which a loss that needs the pair refuses",
           "[stages][e2e][use]") {
-  TempDir dir;
+  TempDir dir("wbtest_stages_");
   const std::string manifest = write_manifest(dir, {{"aa", 3}});
   for (const std::string use : {"speech", "text"}) {
     INFO("use = " << use);
     write_file(dir.file(use + ".toml"), manifest_experiment(dir, manifest, "use = \"" + use + "\"\n"));
     const std::string db = dir.file(use + ".db");
-    Result r = run_workbench(dir, {"run", dir.file(use + ".toml"), "--db", db});
+    CommandResult r = run_workbench(dir, {"run", dir.file(use + ".toml"), "--db", db});
     CHECK(r.exit_code == 1);
     RunStore store(db);
     auto runs = store.runs();
@@ -970,7 +909,7 @@ TEST_CASE("run: use = speech or text turns paired data into one half, which a lo
   }
   // use = "paired" on paired data is what it was.
   write_file(dir.file("paired.toml"), manifest_experiment(dir, manifest, "use = \"paired\"\n"));
-  Result ok = run_workbench(dir, {"run", dir.file("paired.toml"), "--db", dir.file("paired.db")});
+  CommandResult ok = run_workbench(dir, {"run", dir.file("paired.toml"), "--db", dir.file("paired.db")});
   INFO(ok.err);
   CHECK(ok.exit_code == 0);
 }

@@ -42,24 +42,6 @@ std::shared_ptr<Loss> make_stm(const std::shared_ptr<const Vocabulary>& vocabula
                                             tiny_loss_context(kDs, kD, vocabulary, seed));
 }
 
-std::shared_ptr<const Vocabulary> vocabulary_of(const std::vector<std::string>& texts) {
-  return std::make_shared<const Vocabulary>(Vocabulary::from_texts(texts));
-}
-
-double metric(const LossOutput& out, const std::string& name) {
-  for (const auto& [n, v] : out.metrics)
-    if (n == name) return v.item<double>();
-  FAIL("no metric " << name);
-  return 0;
-}
-
-torch::Tensor parameter(torch::nn::Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters())
-    if (p.key() == name) return p.value();
-  FAIL("no parameter " << name);
-  return {};
-}
-
 /// The texts of a batch of digit prompts, as in a read-speech corpus: few distinct texts, many repeats.
 std::vector<std::string> prompts(std::size_t count, std::size_t distinct, std::mt19937_64& rng) {
   static const std::vector<std::string> kPrompts = {"one two", "three", "four five six", "seven", "eight nine",

@@ -40,63 +40,10 @@ Options tlm_options(const std::map<std::string, OptionValue>& overrides = {}) {
   return o;
 }
 
-/// `count` texts of `length` random letters from a ten-letter alphabet.
-std::vector<std::string> random_texts(std::size_t count, std::size_t length, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> letter(0, 9);
-  std::vector<std::string> texts;
-  for (std::size_t i = 0; i < count; ++i) {
-    std::string t;
-    for (std::size_t k = 0; k < length; ++k) t.push_back(static_cast<char>('a' + letter(rng)));
-    texts.push_back(t);
-  }
-  return texts;
-}
-
-std::shared_ptr<const Vocabulary> vocabulary_of(const std::vector<std::string>& texts) {
-  return std::make_shared<const Vocabulary>(Vocabulary::from_texts(texts));
-}
-
 std::shared_ptr<Loss> make_tlm(const std::shared_ptr<const Vocabulary>& vocabulary,
                                const std::map<std::string, OptionValue>& overrides = {}, std::uint64_t seed = 1) {
   return builtin_registry().create_as<Loss>(PluginKind::Loss, "tlm", tlm_options(overrides),
                                             tiny_loss_context(kDs, kD, vocabulary, seed));
-}
-
-double metric(const LossOutput& out, const std::string& name) {
-  for (const auto& [n, v] : out.metrics)
-    if (n == name) return v.item<double>();
-  FAIL("no metric " << name);
-  return 0;
-}
-
-std::vector<std::string> metric_names(const LossOutput& out) {
-  std::vector<std::string> names;
-  for (const auto& m : out.metrics) names.push_back(m.first);
-  return names;
-}
-
-bool has(const std::vector<std::string>& names, const std::string& name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
-torch::Tensor parameter(torch::nn::Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters())
-    if (p.key() == name) return p.value();
-  FAIL("no parameter " << name);
-  return {};
-}
-
-void zero_gradients(ModelParts& m, Loss& loss) {
-  auto zero = [](torch::nn::Module& mod) {
-    for (auto& p : mod.parameters())
-      if (p.grad().defined()) p.grad().zero_();
-  };
-  zero(m.speech_encoder->module());
-  zero(m.shared_encoder->module());
-  zero(m.text_embedding->module());
-  zero(*m.modality);
-  zero(*loss.module());
 }
 
 /// Expected share of masked frames for span masking with start probability p and span s over rows of

@@ -123,46 +123,10 @@ Batch speech_batch(const std::vector<std::int64_t>& frames, BatchKind kind = Bat
   return make_batch(kind, frames, kF, texts, *speech_vocabulary());
 }
 
-double metric(const LossOutput& out, const std::string& name) {
-  for (const auto& [n, v] : out.metrics)
-    if (n == name) return v.item<double>();
-  FAIL("no metric " << name);
-  return 0;
-}
-
-std::vector<std::string> metric_names(const LossOutput& out) {
-  std::vector<std::string> names;
-  for (const auto& m : out.metrics) names.push_back(m.first);
-  return names;
-}
-
-bool has(const std::vector<std::string>& names, const std::string& name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
-torch::Tensor parameter(torch::nn::Module& m, const std::string& name) {
-  for (const auto& p : m.named_parameters())
-    if (p.key() == name) return p.value();
-  FAIL("no parameter " << name);
-  return {};
-}
-
 bool has_parameter(torch::nn::Module& m, const std::string& name) {
   for (const auto& p : m.named_parameters())
     if (p.key() == name) return true;
   return false;
-}
-
-void zero_gradients(ModelParts& m, Loss& loss) {
-  auto zero = [](torch::nn::Module& mod) {
-    for (auto& p : mod.parameters())
-      if (p.grad().defined()) p.grad().zero_();
-  };
-  zero(m.speech_encoder->module());
-  zero(m.shared_encoder->module());
-  zero(m.text_embedding->module());
-  zero(*m.modality);
-  zero(*loss.module());
 }
 
 /// Expected share of masked frames for span masking with start probability p and span s (spans cut at

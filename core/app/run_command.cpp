@@ -90,6 +90,25 @@ std::string raw_file_text(const std::string& path) {
   return ss.str();
 }
 
+/// Prints and records (derived.parameters.<part>, .model, .total) the parameters of each module. The
+/// papers' sizes count the model; the losses' heads (quantizer, output layers) go after pre-training.
+void record_parameter_counts(const std::vector<std::pair<std::string, torch::nn::Module*>>& modules,
+                             std::vector<results::Param>& derived) {
+  std::int64_t total = 0, model = 0;
+  for (const auto& [name, m] : modules) {
+    std::int64_t n = 0;
+    for (const auto& p : m->parameters()) n += p.numel();
+    total += n;
+    if (name.rfind("objectives.", 0) != 0) model += n;
+    derived.push_back(to_param("derived.parameters." + name, n));
+    std::fprintf(stderr, "  %-24s %14lld  (%.1fM)\n", name.c_str(), static_cast<long long>(n), n / 1e6);
+  }
+  std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "model (without losses)", static_cast<long long>(model), model / 1e9);
+  std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "total", static_cast<long long>(total), total / 1e9);
+  derived.push_back(to_param("derived.parameters.model", model));
+  derived.push_back(to_param("derived.parameters.total", total));
+}
+
 }  // namespace
 
 int run_command(const RunArgs& args) {
@@ -340,32 +359,12 @@ int run_command(const RunArgs& args) {
     for (const auto& e : cfg.evaluators)
       evaluators.push_back({e.name, registry.create_as<Evaluator>(PluginKind::Evaluator, e.plugin, e.options, base),
                             e.core.get_string("data"), e.core.get_int("every")});
+    // Counted before the trainer exists, so that a dry run (which has no batches for it) counts alike.
+    auto counted = model.named_modules();
+    for (auto& o : objectives)
+      if (auto* m = o.loss->module()) counted.emplace_back("objectives." + o.name, m);
+    record_parameter_counts(counted, derived);
     if (args.dry_run) {
-      // No batches: the trainer's data checks need a batcher per objective, so count parameters here.
-      std::int64_t total_params = 0;
-      std::vector<std::pair<std::string, torch::nn::Module*>> parts;
-      parts.emplace_back("speech_encoder", &model.speech_encoder->module());
-      if (model.text_embedding) parts.emplace_back("text_embedding", &model.text_embedding->module());
-      if (model.shared_encoder) parts.emplace_back("shared_encoder", &model.shared_encoder->module());
-      if (model.modality) parts.emplace_back("modality_embedding", model.modality.get());
-      for (auto& o : objectives)
-        if (auto* m = o.loss->module()) parts.emplace_back("objectives." + o.name, m);
-      std::fprintf(stderr, "  dry run: parameters by component\n");
-      std::int64_t model_params = 0;
-      for (auto& [name, m] : parts) {
-        std::int64_t n = 0;
-        for (const auto& p : m->parameters()) n += p.numel();
-        total_params += n;
-        if (name.rfind("objectives.", 0) != 0) model_params += n;
-        derived.push_back(to_param("derived.parameters." + name, n));
-        std::fprintf(stderr, "  %-24s %14lld  (%.1fM)\n", name.c_str(), static_cast<long long>(n), n / 1e6);
-      }
-      // The papers' sizes count the model; the losses' heads (quantizer, output layers) go after pre-training.
-      std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "model (without losses)", static_cast<long long>(model_params),
-                   model_params / 1e9);
-      std::fprintf(stderr, "  %-24s %14lld  (%.3fB)\n", "total", static_cast<long long>(total_params), total_params / 1e9);
-      derived.push_back(to_param("derived.parameters.model", model_params));
-      derived.push_back(to_param("derived.parameters.total", total_params));
       derived.push_back(to_param("runtime.dry_run", true));
       store.add_params(run, derived);
       store.finish_run(run, RunStatus::Finished);
@@ -385,15 +384,6 @@ int run_command(const RunArgs& args) {
       derived.push_back(to_param("derived.init_checkpoint_tensors", static_cast<std::int64_t>(loaded.size())));
       std::fprintf(stderr, "  loaded %zu tensors from %s\n", loaded.size(), init.c_str());
     }
-    std::int64_t total_params = 0, model_params = 0;
-    for (const auto& [name, n] : trainer.parameter_counts()) {
-      derived.push_back(to_param("derived.parameters." + name, n));
-      total_params += n;
-      if (name.rfind("objectives.", 0) != 0) model_params += n;
-      std::fprintf(stderr, "  %-22s %10lld parameters\n", name.c_str(), static_cast<long long>(n));
-    }
-    derived.push_back(to_param("derived.parameters.model", model_params));
-    derived.push_back(to_param("derived.parameters.total", total_params));
     store.add_params(run, derived);
 
     TrainResult result = trainer.train();

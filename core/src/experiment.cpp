@@ -1,5 +1,6 @@
 #include "workbench/experiment.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -427,8 +428,9 @@ const ComponentConfig* ExperimentConfig::find_data(const std::string& n) const {
 
 namespace {
 
+// `commented` keys still go into the flat params, but the TOML only mentions them in a comment.
 void emit(std::string& out, std::vector<std::pair<std::string, OptionValue>>& flat, const std::string& section,
-          const std::vector<const Options*>& parts) {
+          const std::vector<const Options*>& parts, const std::set<std::string>& commented = {}) {
   out += "\n[" + section + "]\n";
   // `plugin` first: it says what the rest of the table means.
   for (const auto* p : parts) {
@@ -441,7 +443,8 @@ void emit(std::string& out, std::vector<std::pair<std::string, OptionValue>>& fl
   for (const auto* p : parts)
     for (const auto& [k, e] : p->entries()) {
       if (k == "plugin") continue;
-      out += k + " = " + to_toml(e.value) + "\n";
+      const bool comment = commented.count(k) > 0;
+      out += (comment ? "# " : "") + k + " = " + to_toml(e.value) + (comment ? " (merged below)\n" : "\n");
       flat.emplace_back(section + "." + k, e.value);
     }
 }
@@ -562,6 +565,15 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
       }
       cfg.stages.push_back(std::move(stage));
     }
+    for (const auto& obj : cfg.objectives) {
+      bool used = false;
+      for (const auto& sg : cfg.stages)
+        used = used || std::find(sg.objectives.begin(), sg.objectives.end(), obj.name) != sg.objectives.end();
+      if (!used)
+        obj.core.fail("plugin", fmt::format("[objectives.{}] is in no [[stages]]: it would never train; add it to a "
+                                            "stage or remove it",
+                                            obj.name));
+    }
     std::int64_t total = 0;
     for (const auto& sg : cfg.stages) total += sg.steps;
     // The resolved config writes the sum back, so an equal trainer.steps is fine.
@@ -586,13 +598,10 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   // Render the resolved configuration; the same walk produces the flat params.
   std::string& out = cfg.resolved_toml;
   out = "# resolved configuration of " + im.path + "\n";
-  emit(out, cfg.flat, "experiment", {&experiment});
   // The preset's tables are already merged into what follows; naming it again would make the resolved
   // config depend on finding the preset file wherever it is parsed next (a checkpoint, the run store).
-  if (const std::string& preset = experiment.get_string("preset"); !preset.empty()) {
-    const std::string line = "preset = " + to_toml(OptionValue(preset)) + "\n";
-    if (auto at = out.find(line); at != std::string::npos) out.replace(at, line.size(), "# " + line.substr(0, line.size() - 1) + " (merged below)\n");
-  }
+  emit(out, cfg.flat, "experiment", {&experiment},
+       experiment.get_string("preset").empty() ? std::set<std::string>{} : std::set<std::string>{"preset"});
   emit(out, cfg.flat, "plugins", {&plugins});
   emit(out, cfg.flat, "frontend", {&cfg.frontend});
   emit(out, cfg.flat, "trainer", {&cfg.trainer});

@@ -44,6 +44,15 @@ torch::Tensor add_modality(const ModalityEmbedding& m, const torch::Tensor& x, s
 torch::Tensor JointOutput::speech() const { return gather_rows(joint.x, speech_index); }
 torch::Tensor JointOutput::text() const { return gather_rows(joint.x, text_index); }
 
+std::vector<std::pair<std::string, torch::nn::Module*>> ModelParts::named_modules() const {
+  std::vector<std::pair<std::string, torch::nn::Module*>> out;
+  if (speech_encoder) out.emplace_back("speech_encoder", &speech_encoder->module());
+  if (text_embedding) out.emplace_back("text_embedding", &text_embedding->module());
+  if (shared_encoder) out.emplace_back("shared_encoder", &shared_encoder->module());
+  if (modality) out.emplace_back("modality_embedding", modality.ptr().get());
+  return out;
+}
+
 Encoder& ModelParts::require_speech_encoder(const std::string& who) const {
   if (!speech_encoder) throw ConfigError(fmt::format("{} needs [model.speech_encoder]", who));
   return *speech_encoder;

@@ -47,11 +47,7 @@ struct Trainer::Impl {
 
   // Named modules whose parameters and buffers are trained and checkpointed.
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() const {
-    std::vector<std::pair<std::string, torch::nn::Module*>> out;
-    if (model.speech_encoder) out.emplace_back("speech_encoder", &model.speech_encoder->module());
-    if (model.text_embedding) out.emplace_back("text_embedding", &model.text_embedding->module());
-    if (model.shared_encoder) out.emplace_back("shared_encoder", &model.shared_encoder->module());
-    if (model.modality) out.emplace_back("modality_embedding", model.modality.ptr().get());
+    auto out = model.named_modules();
     for (const auto& o : objectives)
       if (auto* m = o.loss->module()) out.emplace_back("objectives." + o.name, m);
     return out;
@@ -110,16 +106,6 @@ std::vector<torch::Tensor> Trainer::parameters() const {
   return out;
 }
 
-std::vector<std::pair<std::string, std::int64_t>> Trainer::parameter_counts() const {
-  std::vector<std::pair<std::string, std::int64_t>> out;
-  for (auto& [name, m] : impl_->modules()) {
-    std::int64_t n = 0;
-    for (auto& p : m->parameters()) n += p.numel();
-    out.emplace_back(name, n);
-  }
-  return out;
-}
-
 void Trainer::set_training(bool training) {
   for (auto& [name, m] : impl_->modules()) m->train(training);
 }
@@ -166,7 +152,7 @@ TrainResult Trainer::train() {
   TrainResult result;
   std::vector<std::pair<std::string, double>> last_eval;
   if (o.get_bool("eval_at_start") && !im.evaluators.empty()) {
-    last_eval = evaluate(0);
+    last_eval = evaluate(im.step);
     progress.message("step 0:" + summary(last_eval));
   }
   set_training(true);
@@ -204,7 +190,9 @@ TrainResult Trainer::train() {
   double grad_norm_sum = 0;
   std::int64_t step = 0;
 
-  for (step = 0; step < total; ++step) {
+  // im.step is 0, or the step a checkpoint loaded with its optimizer state left off at.
+  const std::int64_t first_step = im.step;
+  for (step = first_step; step < total; ++step) {
     if (interrupt_requested()) {
       progress.finish();
       throw Interrupted();
@@ -225,7 +213,7 @@ TrainResult Trainer::train() {
 
     StepInfo info{step, total};
     const std::int64_t stage = stage_of(step);
-    if (stage != im.stage || step == 0) {
+    if (stage != im.stage || step == first_step) {
       if (step > 0 || im.stages.size() > 1)
         progress.message(fmt::format("step {}: stage '{}' ({} steps): {}", step, im.stages[stage].name,
                                      im.stages[stage].steps, fmt::join(im.stages[stage].objectives, ", ")));

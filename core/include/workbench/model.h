@@ -3,6 +3,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
@@ -53,6 +55,10 @@ struct ModelParts {
   /// Every objective of the experiment by name, so that one loss can use another's capability (TLM
   /// predicts the w2v-BERT quantizer's codes). Filled in by the Trainer.
   std::map<std::string, Loss*> objectives;
+
+  /// The configured parts' modules by name ("speech_encoder", "text_embedding", "shared_encoder",
+  /// "modality_embedding"): what is trained, checkpointed and counted. Losses' own modules are not included.
+  std::vector<std::pair<std::string, torch::nn::Module*>> named_modules() const;
 
   Encoder& require_speech_encoder(const std::string& who) const;
   TextEmbedding& require_text_embedding(const std::string& who) const;

@@ -74,7 +74,8 @@ class Trainer {
   /// Copies the parameters and buffers a checkpoint holds into this model and its losses (fine-tuning, or
   /// continued pre-training with other objectives). Components this trainer has and the checkpoint
   /// lacks keep their initialisation; a shape mismatch is a ConfigError naming the tensor. With
-  /// `with_optimizer` the Adam state and the step are restored too (resuming). Returns the names of the
+  /// `with_optimizer` the Adam state and the step are restored too, and train() continues from that step
+  /// (schedule and stage follow from it; `workbench run` does not offer this yet). Returns the names of the
   /// tensors loaded. Throws DataError when the file cannot be read.
   std::vector<std::string> load_checkpoint(const std::string& path, bool with_optimizer = false);
 
@@ -83,8 +84,6 @@ class Trainer {
 
   /// All trainable parameters: the model's, then each loss's.
   std::vector<torch::Tensor> parameters() const;
-  /// Parameter counts by component ("speech_encoder", "shared_encoder", "objectives.ctc").
-  std::vector<std::pair<std::string, std::int64_t>> parameter_counts() const;
 
  private:
   /// Runs the evaluators for which `due` is true (all of them when `due` is empty).

@@ -2,6 +2,7 @@
 // unpaired text, at the top of the shared encoder (SLAM section 3.2; mSLAM figure 1). Spans with
 // Geometric(p) lengths cover `mask_rate` of each sentence; each span becomes [MASK] (80%), random tokens
 // (10%) or stays (10%); the loss is the cross-entropy of the original tokens at the selected positions.
+#include <algorithm>
 #include <random>
 
 #include <torch/nn/functional/loss.h>
@@ -51,13 +52,14 @@ class SpanBertLoss final : public Loss {
     auto logits = head_->project(context.x.index({selected}));  // (N, V)
     auto targets = tokens.index({selected});                    // (N)
     LossOutput out;
-    out.loss = torch::nn::functional::cross_entropy(logits, targets);
+    // A batch of empty texts has nothing to predict: a zero loss still in the graph, not a NaN mean.
+    out.loss = targets.size(0) > 0 ? torch::nn::functional::cross_entropy(logits, targets) : logits.sum() * 0.0;
     out.metrics.emplace_back("loss", out.loss.detach());
-    out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).to(torch::kFloat32).mean());
+    const double n = static_cast<double>(std::max<std::int64_t>(targets.size(0), 1));
+    out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n);
     // The accuracy of always guessing the most frequent target: what "learning" must beat.
     auto counts = torch::bincount(targets.to(torch::kCPU), {}, head_->project->weight.size(0));
-    out.metrics.emplace_back("majority_accuracy",
-                             counts.max().to(torch::kFloat32) / std::max<std::int64_t>(targets.size(0), 1));
+    out.metrics.emplace_back("majority_accuracy", counts.max().to(torch::kFloat32) / n);
     auto valid = ~padding_mask(lengths, tokens.size(1));
     out.metrics.emplace_back("mask_rate", selected.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32));
     return out;
