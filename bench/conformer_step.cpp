@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "workbench/encoder.h"
+#include "workbench/experiment.h"
 #include "workbench/loss.h"
 #include "workbench/registry.h"
 #include "workbench/runtime.h"
@@ -50,17 +51,33 @@ double median(std::vector<double> v) {
 double run_ours(const Args& a) {
   Registry registry;
   registry.load_directory(Registry::builtin_plugin_dir());
-  Options enc("bench.encoder");
-  enc.set("d_model", a.d_model, "bench");
-  enc.set("ffn_dim", a.ffn_dim, "bench");
-  enc.set("heads", a.heads, "bench");
-  enc.set("layers", a.layers, "bench");
-  enc.set("kernel_size", a.kernel, "bench");
-  enc.set("conv_norm", std::string("batch"), "bench");
-  enc.set("conv_norm_groups", std::int64_t{8}, "bench");
-  enc.set("batch_norm_momentum", 0.1, "bench");
-  enc.set("subsampling_channels", a.channels, "bench");
-  enc.set("dropout", 0.1, "bench");
+  // The options go through the same schema resolution as a run's, so that every key the conformer has
+  // grown since gets its default and a key it lost is an error here too.
+  const std::string toml = fmt::format(R"([model.speech_encoder]
+plugin = "conformer"
+d_model = {}
+ffn_dim = {}
+heads = {}
+layers = {}
+kernel_size = {}
+conv_norm = "batch"
+subsampling_channels = {}
+dropout = 0.1
+
+[data.train]
+plugin = "manifest"
+
+[objectives.ctc]
+plugin = "ctc"
+dropout = 0.0
+)",
+                                       a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels);
+  const ExperimentConfig cfg = ExperimentFile::parse_text(toml, "bench_conformer_step.toml")
+                                   .resolve([&](PluginKind kind, const std::string& name,
+                                                const std::string& where) -> const OptionSchema& {
+                                     return registry.get(kind, name, where).descriptor.options;
+                                   });
+  const Options& enc = cfg.speech_encoder.options;
   BuildContext ctx;
   ctx.input_dim = 80;
   ModelParts model;
@@ -69,8 +86,7 @@ double run_ours(const Args& a) {
   for (std::int64_t i = 0; i < a.vocab - 2; ++i) chars += static_cast<char>(33 + i % 90);
   ctx.vocabulary = std::make_shared<const Vocabulary>(Vocabulary::from_texts({chars}));
   ctx.model_dim = a.d_model;
-  Options loss_opts("bench.ctc");
-  loss_opts.set("dropout", 0.0, "bench");
+  const Options& loss_opts = cfg.objectives.at(0).options;
   auto loss = registry.create_as<Loss>(PluginKind::Loss, "ctc", loss_opts, ctx);
 
   std::vector<torch::Tensor> params;

@@ -23,8 +23,9 @@ install(TARGETS workbench_core EXPORT workbenchTargets
   INCLUDES DESTINATION include)
 install(TARGETS workbench_registry LIBRARY DESTINATION lib)
 install(TARGETS workbench RUNTIME DESTINATION bin)
+# Only the SDK: the headers a plugin author needs. The engine (core/internal, the registry, the run
+# store) stays private, so that it can change without breaking a built plugin.
 install(DIRECTORY core/include/workbench DESTINATION include)
-install(FILES registry/include/workbench/registry.h DESTINATION include/workbench)
 
 get_property(builtin_plugins TARGET workbench_plugins PROPERTY WORKBENCH_BUILTIN_PLUGINS)
 foreach(plugin ${builtin_plugins})

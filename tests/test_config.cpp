@@ -183,15 +183,15 @@ TEST_CASE("a valid file resolves, with defaults filled in and origins recorded",
   CHECK(c.evaluators[0].core.get_int("every") == 0);
   CHECK(c.evaluators[0].options.get_string("predictor") == "ctc");
 
-  CHECK(c.trainer.get_int("steps") == 10);
-  CHECK(c.trainer.origin("steps") == "exp.toml:28:9");
-  CHECK(c.trainer.get_float("lr") == 0.002);
-  CHECK(c.trainer.get_int("warmup_steps") == 500);
-  CHECK(c.trainer.get_string("device") == "auto");
-  for (const auto& spec : trainer_schema().specs()) CHECK(c.trainer.has(spec.name));
-  for (const auto& spec : frontend_schema().specs()) CHECK(c.frontend.has(spec.name));
-  CHECK(c.frontend.get_int("sample_rate") == 16000);
-  CHECK(c.frontend.get_int("num_mel_bins") == 80);
+  CHECK(c.trainer.steps() == 10);
+  CHECK(c.trainer.source.origin("steps") == "exp.toml:28:9");
+  CHECK(c.trainer.lr() == 0.002);
+  CHECK(c.trainer.warmup_steps() == 500);
+  CHECK(c.trainer.device() == "auto");
+  for (const auto& spec : TrainerOptions::schema().specs()) CHECK(c.trainer.source.has(spec.name));
+  for (const auto& spec : FrontendOptions::schema().specs()) CHECK(c.frontend.source.has(spec.name));
+  CHECK(c.frontend.sample_rate() == 16000);
+  CHECK(c.frontend.num_mel_bins() == 80);
   CHECK(c.plugin_paths.empty());
 }
 
@@ -276,7 +276,7 @@ TEST_CASE("a value of the wrong type names its place and both types", "[config][
 
   // An integer is fine where a float is expected.
   auto c = resolve(with_line(29, "lr = 1"));
-  CHECK(c.trainer.get_float("lr") == 1.0);
+  CHECK(c.trainer.lr() == 1.0);
 
   // A section that is not a table.
   msg = config_error(insert_line(1, "frontend = 3"));
@@ -338,8 +338,8 @@ TEST_CASE("an unknown plugin name lists the available plugins of that kind", "[c
 
 TEST_CASE("overrides: --set changes a value and the origin says --set", "[config][set]") {
   auto c = resolve(base(), {"trainer.steps=5"});
-  CHECK(c.trainer.get_int("steps") == 5);
-  CHECK(c.trainer.origin("steps") == "--set trainer.steps");
+  CHECK(c.trainer.steps() == 5);
+  CHECK(c.trainer.source.origin("steps") == "--set trainer.steps");
   CHECK_THAT(c.resolved_toml, Contains("\nsteps = 5\n"));
   const OptionValue* v = flat_value(c, "trainer.steps");
   REQUIRE(v != nullptr);
@@ -351,10 +351,10 @@ TEST_CASE("overrides: --set changes a value and the origin says --set", "[config
   CHECK(c.speech_encoder.options.get_int("layers") == 2);
   CHECK(c.speech_encoder.options.origin("layers") == "--set model.speech_encoder.layers");
   CHECK(c.find_data("dev")->options.get_strings("languages") == std::vector<std::string>{"ru"});
-  CHECK(c.trainer.get_float("lr") == Approx(3e-4));
+  CHECK(c.trainer.lr() == Approx(3e-4));
   // Later overrides win.
   c = resolve(base(), {"trainer.steps=5", "trainer.steps=6"});
-  CHECK(c.trainer.get_int("steps") == 6);
+  CHECK(c.trainer.steps() == 6);
 }
 
 TEST_CASE("overrides: --set takes a bare word as a string", "[config][set]") {
@@ -524,7 +524,7 @@ TEST_CASE("files on disk: parse, plugin paths relative to the file, a missing fi
   CHECK(paths[1] == "/opt/wb");
   auto c = parsed.resolve(lookup());
   CHECK(c.plugin_paths == paths);
-  CHECK(c.trainer.get_int("steps") == 3);
+  CHECK(c.trainer.steps() == 3);
   CHECK(c.speech_encoder.options.origin("d_model") == file.string() + ":18:11");
 
   const std::string missing = (dir / "nope.toml").string();

@@ -19,6 +19,7 @@
 #include "workbench/data.h"
 #include "workbench/error.h"
 #include "workbench/io.h"
+#include "workbench/schedule.h"
 #include "workbench/trainer.h"
 #include "workbench/vocabulary.h"
 

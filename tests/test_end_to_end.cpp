@@ -25,6 +25,7 @@
 #include "workbench/audio.h"
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
+#include "workbench/sha256.h"
 
 #include <catch2/catch.hpp>
 
@@ -156,7 +157,7 @@ shuffle = false
   CHECK(r.torch_version == torch_header_version());
   REQUIRE_FALSE(r.config_toml.empty());
   CHECK(r.config_toml == dump.out);
-  CHECK(r.config_hash == results::sha256_text(r.config_toml));
+  CHECK(r.config_hash == workbench::sha256_text(r.config_toml));
   const std::string id = std::to_string(r.id);
 
   // Typed params: the override, the file's values, and what the run derived.
@@ -218,7 +219,7 @@ shuffle = false
     CHECK_FALSE(p.version.empty());
     REQUIRE(p.sha256.size() == 64);
     CHECK(p.sha256.find_first_not_of("0123456789abcdef") == std::string::npos);
-    CHECK(p.sha256 == results::sha256_file(p.path));
+    CHECK(p.sha256 == workbench::sha256_file(p.path));
   }
   CHECK(kinds == std::map<std::string, std::string>{
                      {"asterisk", "dataset"}, {"conformer", "encoder"}, {"ctc", "loss"}, {"asr", "evaluator"}});

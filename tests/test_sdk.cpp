@@ -19,6 +19,7 @@
 #include "workbench/error.h"
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
+#include "workbench/sha256.h"
 
 #include <catch2/catch.hpp>
 
@@ -90,6 +91,11 @@ TEST_CASE("sdk: the install holds the executable, headers, core library, plugins
   CHECK(fs::exists(p / "bin/workbench"));
   CHECK(fs::exists(p / "include/workbench/plugin.h"));
   CHECK(fs::exists(p / "include/workbench/loss.h"));
+  CHECK(fs::exists(p / "include/workbench/capabilities.h"));
+  // Engine internals stay private: a plugin author never sees them, so they can change freely.
+  for (const char* internal : {"experiment.h", "trainer.h", "runner.h", "progress.h", "run_store.h", "registry.h",
+                               "data.h", "trainer_options.h"})
+    CHECK_FALSE(fs::exists(p / "include/workbench" / internal));
   CHECK(fs::exists(p / "lib/libworkbench_core.so"));
   CHECK(fs::exists(p / "lib/cmake/workbench/workbenchConfig.cmake"));
   CHECK(fs::exists(p / "lib/cmake/workbench/WorkbenchPlugin.cmake"));
@@ -132,7 +138,7 @@ TEST_CASE("sdk: an out-of-tree loss built against the installed SDK runs and is 
     CHECK(p.kind == "loss");
     CHECK(p.version == "0.1.0");
     CHECK(fs::equivalent(p.path, so));
-    CHECK(p.sha256 == workbench::results::sha256_file(so.string()));
+    CHECK(p.sha256 == workbench::sha256_file(so.string()));
   }
   CHECK(found);
   auto recall = store.metrics(runs[0].id, "align/recall_at_1");
@@ -152,6 +158,8 @@ TEST_CASE("sdk: new-plugin writes a project that builds, loads and runs", "[sdk]
   CHECK(fs::exists(dir / "CMakeLists.txt"));
   CHECK(fs::exists(dir / "my_lid.cpp"));
   CHECK(fs::exists(dir / "experiment.toml"));
+  // It names the prefix it runs from, not a placeholder.
+  CHECK_THAT(made.output, Contains("-DCMAKE_PREFIX_PATH=" + fs::absolute(installed_sdk()).lexically_normal().string()));
   // It refuses to overwrite, and refuses a name that is no identifier.
   CHECK(sh("'" + wb + "' new-plugin loss my_lid --dir '" + dir.string() + "'").code != 0);
   auto bad = sh("'" + wb + "' new-plugin loss 9lives --dir '" + (tmp.path / "x").string() + "'");

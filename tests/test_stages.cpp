@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "joint_fixture.h"
+#include "trainer_fixture.h"
 #include "test_support.h"
 #include "workbench/audio.h"
 #include "workbench/error.h"
@@ -98,70 +99,6 @@ objectives = ["first"]
 steps = 18
 objectives = ["first", "second"]
 )";
-
-Options trainer_options(std::int64_t steps) {
-  Options o("trainer");
-  for (const auto& spec : trainer_schema().specs()) o.set(spec.name, spec.default_value, "default");
-  o.set("steps", steps, "test");
-  o.set("log_every", std::int64_t{1}, "test");
-  o.set("progress", std::string("none"), "test");
-  o.set("warmup_steps", std::int64_t{1}, "test");
-  o.set("lr", 0.05, "test");
-  return o;
-}
-
-/// A loss with its own parameter w (3 values); loss = sum (w - target)^2. Records each call's step and w.
-class CountingLoss final : public Loss {
- public:
-  CountingLoss(BatchKind kind, double target) : kind_(kind), target_(target) {
-    w = module_.register_parameter("w", torch::zeros({3}));
-  }
-  std::vector<BatchKind> accepts() const override { return {kind_}; }
-  torch::nn::Module* module() override { return &module_; }
-  LossOutput compute(const Batch& batch, ModelParts&, const StepInfo& step) override {
-    REQUIRE(batch.kind == kind_);
-    steps.push_back(step.step);
-    total_steps = step.total_steps;
-    w_at_call.push_back(w.detach().clone());
-    auto loss = (w - target_).pow(2).sum();
-    return {loss, {{"loss", loss.detach()}}};
-  }
-  torch::nn::Module module_;
-  torch::Tensor w;
-  std::vector<std::int64_t> steps;
-  std::int64_t total_steps = 0;
-  std::vector<torch::Tensor> w_at_call;
-
- private:
-  BatchKind kind_;
-  double target_;
-};
-
-/// Endless batches of one kind that carry nothing (the counting losses read nothing).
-class FixedBatcher final : public TrainBatcher {
- public:
-  explicit FixedBatcher(BatchKind kind) : kind_(kind) {}
-  Batch next() override {
-    Batch b;
-    b.kind = kind_;
-    b.ids = {"x"};
-    ++served;
-    return b;
-  }
-  BatchKind kind() const override { return kind_; }
-  int served = 0;
-
- private:
-  BatchKind kind_;
-};
-
-class RecordingSink final : public MetricSink {
- public:
-  void record(std::int64_t step, const std::vector<std::pair<std::string, double>>& metrics) override {
-    for (const auto& [k, v] : metrics) values[k][step] = v;
-  }
-  std::map<std::string, std::map<std::int64_t, double>> values;
-};
 
 StageConfig stage(const std::string& name, std::int64_t steps, std::vector<std::string> objectives) {
   StageConfig s;
@@ -275,8 +212,8 @@ TEST_CASE("stages: steps add up to trainer.steps, names default to stage<N>", "[
   CHECK(c.stages[1].name == "stage2");
   CHECK(c.stages[1].steps == 18);
   CHECK(c.stages[1].objectives == std::vector<std::string>{"first", "second"});
-  CHECK(c.trainer.get_int("steps") == 30);
-  CHECK(c.trainer.origin("steps") == "sum of [[stages]] steps");
+  CHECK(c.trainer.steps() == 30);
+  CHECK(c.trainer.source.origin("steps") == "sum of [[stages]] steps");
   // The flat params carry each stage.
   bool steps_found = false, objectives_found = false;
   for (const auto& [k, v] : c.flat) {
@@ -289,12 +226,12 @@ TEST_CASE("stages: steps add up to trainer.steps, names default to stage<N>", "[
   // Without [[stages]]: none, and trainer.steps as given.
   auto plain = resolve_text(kStagedBase + "\n[trainer]\nsteps = 7\n");
   CHECK(plain.stages.empty());
-  CHECK(plain.trainer.get_int("steps") == 7);
+  CHECK(plain.trainer.steps() == 7);
 }
 
 TEST_CASE("stages: trainer.steps equal to the sum is fine, a different one is an error", "[stages][config]") {
   auto equal = resolve_text(kStagedBase + "\n[trainer]\nsteps = 30\n" + kTwoStages);
-  CHECK(equal.trainer.get_int("steps") == 30);
+  CHECK(equal.trainer.steps() == 30);
 
   const std::string msg = config_error([&] { resolve_text(kStagedBase + "\n[trainer]\nsteps = 31\n" + kTwoStages); });
   CHECK_THAT(msg, Contains("[trainer] steps") && Contains("add up to 30"));
@@ -353,7 +290,7 @@ TEST_CASE("stages: the resolved TOML parses back to the same stages", "[stages][
     CHECK(second.stages[i].steps == first.stages[i].steps);
     CHECK(second.stages[i].objectives == first.stages[i].objectives);
   }
-  CHECK(second.trainer.get_int("steps") == 30);
+  CHECK(second.trainer.steps() == 30);
 }
 
 TEST_CASE("data keys use and language_temperature, and [model] modality_embedding", "[stages][config]") {
@@ -456,17 +393,17 @@ TEST_CASE("preset: its tables go under the file's, and the file's keys win", "[s
   CHECK(c.shared_encoder.options.get_int("layers") == 5);
   CHECK(c.shared_encoder.options.get_string("frontend") == "projection");
   CHECK_FALSE(c.modality_embedding);
-  CHECK(c.trainer.get_float("lr") == 0.5);
-  CHECK(c.trainer.get_int("warmup_steps") == 9);
+  CHECK(c.trainer.lr() == 0.5);
+  CHECK(c.trainer.warmup_steps() == 9);
   // Values that came from the preset say so.
   CHECK_THAT(c.speech_encoder.options.origin("heads"), Contains("presets/x.toml:"));
   CHECK_THAT(c.shared_encoder.options.origin("layers"), Contains("presets/x.toml:"));
-  CHECK_THAT(c.trainer.origin("warmup_steps"), Contains("presets/x.toml:"));
+  CHECK_THAT(c.trainer.source.origin("warmup_steps"), Contains("presets/x.toml:"));
 
   // --set wins over both, and can name the preset.
   auto s = resolve_file(dir.file("exp.toml"), {"model.speech_encoder.heads=2", "trainer.warmup_steps=3"});
   CHECK(s.speech_encoder.options.get_int("heads") == 2);
-  CHECK(s.trainer.get_int("warmup_steps") == 3);
+  CHECK(s.trainer.warmup_steps() == 3);
   std::string no_preset = kPresetUser;
   no_preset.replace(no_preset.find("preset = \"x\"\n"), 13, "");
   write_file(dir.file("plain.toml"), no_preset + "\n[model.shared_encoder]\nplugin = \"conformer\"\n");

@@ -61,14 +61,14 @@ const Registry& registry() {
 
 /// Every option of the plugin at its default, as the core would hand them over.
 Options defaults(const std::string& name) {
-  const auto& plugin = registry().get(PluginKind::Encoder, name, "test");
+  const auto& plugin = registry().get(PluginKind::TextEmbedding, name, "test");
   Options o("model.text_embedding");
   for (const auto& spec : plugin.descriptor.options.specs()) o.set(spec.name, spec.default_value, "default");
   return o;
 }
 
 std::shared_ptr<TextEmbedding> make(const std::string& name, const Options& options, const BuildContext& ctx) {
-  return registry().create_as<TextEmbedding>(PluginKind::Encoder, name, options, ctx);
+  return registry().create_as<TextEmbedding>(PluginKind::TextEmbedding, name, options, ctx);
 }
 
 /// A text batch as the core builds it: vocabulary ids, zero-padded.
@@ -244,7 +244,7 @@ namespace {
 
 /// Without libsentencepiece-dev the plugin is not built, and its tests pass with a warning.
 #define REQUIRE_SENTENCEPIECE()                                                              \
-  if (!registry().find(PluginKind::Encoder, "sentencepiece_embedding")) {                    \
+  if (!registry().find(PluginKind::TextEmbedding, "sentencepiece_embedding")) {                    \
     WARN("sentencepiece_embedding is not built (libsentencepiece-dev missing); skipped");    \
     return;                                                                                  \
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "joint_fixture.h"
+#include "test_support.h"
 #include "tlm_masking.h"
 #include "workbench/error.h"
 #include "workbench/loss.h"
@@ -40,10 +41,17 @@ Options tlm_options(const std::map<std::string, OptionValue>& overrides = {}) {
   return o;
 }
 
+/// A connected TLM. Unless a test names a code provider (and passes the objectives in `connections`), it
+/// trains the text side only.
 std::shared_ptr<Loss> make_tlm(const std::shared_ptr<const Vocabulary>& vocabulary,
-                               const std::map<std::string, OptionValue>& overrides = {}, std::uint64_t seed = 1) {
-  return builtin_registry().create_as<Loss>(PluginKind::Loss, "tlm", tlm_options(overrides),
-                                            tiny_loss_context(kDs, kD, vocabulary, seed));
+                               const std::map<std::string, OptionValue>& overrides = {}, std::uint64_t seed = 1,
+                               const Connections& connections = Connections()) {
+  auto o = overrides;
+  o.emplace("code_provider", std::string());
+  auto loss = builtin_registry().create_as<Loss>(PluginKind::Loss, "tlm", tlm_options(o),
+                                                 tiny_loss_context(kDs, kD, vocabulary, seed));
+  loss->connect(connections);
+  return loss;
 }
 
 /// Expected share of masked frames for span masking with start probability p and span s over rows of
@@ -92,7 +100,7 @@ class NotAProvider final : public Loss {
 
 }  // namespace
 
-TEST_CASE("tlm: built through the registry, with heads sized from the context and speech_codes", "[tlm]") {
+TEST_CASE("tlm: built through the registry, its speech head sized from the provider at connect", "[tlm]") {
   auto texts = random_texts(4, 12, 1);
   auto vocabulary = vocabulary_of(texts);
   const std::int64_t text_rows = vocabulary->size() + 1;  // + [MASK]
@@ -101,9 +109,11 @@ TEST_CASE("tlm: built through the registry, with heads sized from the context an
   CHECK((loss->accepts() == std::vector<BatchKind>{BatchKind::Paired}));
   REQUIRE(loss->module() != nullptr);
   CHECK(parameter(*loss->module(), "text_head.weight").sizes() == torch::IntArrayRef({text_rows, kD}));
-  CHECK(parameter(*loss->module(), "speech_head.weight").sizes() == torch::IntArrayRef({1024, kD}));
+  CHECK(loss->module()->named_parameters().find("speech_head.weight") == nullptr);  // text only: no speech head
 
-  auto small = make_tlm(vocabulary, {{"speech_codes", std::int64_t{8}}});
+  FakeCodes codes(2, 4);
+  auto small = make_tlm(vocabulary, {{"code_provider", std::string("w2v_bert")}}, 1,
+                        Connections({{"w2v_bert", "fake", &codes}}));
   CHECK(parameter(*small->module(), "speech_head.weight").sizes() == torch::IntArrayRef({8, kD}));
   CHECK(parameter(*small->module(), "speech_head.bias").sizes() == torch::IntArrayRef({8}));
 
@@ -220,7 +230,7 @@ TEST_CASE("tlm without a code provider predicts the masked text only", "[tlm]") 
   auto model = tiny_joint_model(kF, kDs, kD, vocabulary->size());
   auto batch = make_batch(BatchKind::Paired, {20, 14, 9}, kF, texts, *vocabulary);
 
-  for (const std::string provider : {"w2v_bert", ""}) {
+  for (const std::string provider : {""}) {
     INFO("code_provider = '" << provider << "'");
     auto loss = make_tlm(vocabulary, {{"code_provider", provider}});
     auto out = loss->compute(batch, model, StepInfo{});
@@ -294,11 +304,9 @@ TEST_CASE("tlm predicts a SpeechCodeProvider's codes of the unmasked features", 
   auto vocabulary = vocabulary_of(texts);
   auto model = tiny_joint_model(kF, kDs, kD, vocabulary->size());
   FakeCodes codes(2, 4);
-  model.objectives["quantizer"] = &codes;
+  const Connections objectives({{"quantizer", "fake", &codes}});
   auto batch = make_batch(BatchKind::Paired, {30, 24, 18}, kF, texts, *vocabulary);
-  auto loss = make_tlm(vocabulary, {{"code_provider", std::string("quantizer")},
-                                    {"speech_codes", std::int64_t{8}},
-                                    {"speech_weight", 0.5}});
+  auto loss = make_tlm(vocabulary, {{"code_provider", std::string("quantizer")}, {"speech_weight", 0.5}}, 1, objectives);
 
   auto out = loss->compute(batch, model, StepInfo{});
   CHECK(metric_names(out) == std::vector<std::string>{"loss", "text_loss", "text_accuracy", "speech_loss",
@@ -333,39 +341,27 @@ TEST_CASE("tlm predicts a SpeechCodeProvider's codes of the unmasked features", 
   }
 
   // speech_weight = 0 leaves the speech loss reported but out of the total.
-  auto unweighted = make_tlm(vocabulary, {{"code_provider", std::string("quantizer")},
-                                          {"speech_codes", std::int64_t{8}},
-                                          {"speech_weight", 0.0}});
+  auto unweighted =
+      make_tlm(vocabulary, {{"code_provider", std::string("quantizer")}, {"speech_weight", 0.0}}, 1, objectives);
   auto out0 = unweighted->compute(batch, model, StepInfo{});
   CHECK(out0.loss.item<double>() == Approx(metric(out0, "text_loss")));
   CHECK(metric(out0, "speech_loss") > 0);
 }
 
-TEST_CASE("tlm: a code provider of the wrong size or kind is a ConfigError", "[tlm][errors]") {
+TEST_CASE("tlm: a missing or wrong code provider is a ConfigError at connect", "[tlm][errors]") {
   auto texts = random_texts(2, 10, 6);
   auto vocabulary = vocabulary_of(texts);
-  auto model = tiny_joint_model(kF, kDs, kD, vocabulary->size());
-  FakeCodes codes(2, 4);  // 8 codes
+  FakeCodes codes(2, 4);
   NotAProvider ctc_like;
-  model.objectives["w2v_bert"] = &codes;
-  model.objectives["ctc"] = &ctc_like;
-  auto batch = make_batch(BatchKind::Paired, {12, 9}, kF, texts, *vocabulary);
-
-  auto loss = make_tlm(vocabulary);  // speech_codes = 1024
-  try {
-    loss->compute(batch, model, StepInfo{});
-    FAIL("no error for 1024 speech codes against a provider of 2 x 4");
-  } catch (const ConfigError& e) {
-    CHECK_THAT(std::string(e.what()), Contains("objectives.tlm") && Contains("speech_codes") &&
-                                          Contains("w2v_bert") && Contains("2 groups x 4 entries"));
-  }
-  auto wrong_kind = make_tlm(vocabulary, {{"code_provider", std::string("ctc")}});
-  try {
-    wrong_kind->compute(batch, model, StepInfo{});
-    FAIL("no error for a code provider that gives no codes");
-  } catch (const ConfigError& e) {
-    CHECK_THAT(std::string(e.what()), Contains("code_provider") && Contains("'ctc'"));
-  }
+  const Connections objectives({{"quantizer", "fake", &codes}, {"ctc", "ctc", &ctc_like}});
+  // The default provider, w2v_bert, is not among the objectives.
+  const std::string missing = error_message<ConfigError>(
+      [&] { make_tlm(vocabulary, {{"code_provider", std::string("w2v_bert")}}, 1, objectives); });
+  CHECK_THAT(missing, Contains("objectives.tlm") && Contains("speech codes") && Contains("'w2v_bert'") &&
+                          Contains("add a w2v_bert objective") && Contains("quantizer, ctc"));
+  const std::string wrong = error_message<ConfigError>(
+      [&] { make_tlm(vocabulary, {{"code_provider", std::string("ctc")}}, 1, objectives); });
+  CHECK_THAT(wrong, Contains("objective 'ctc'") && Contains("gives no speech codes"));
 }
 
 TEST_CASE("tlm refuses a model without the parts it needs", "[tlm][errors]") {

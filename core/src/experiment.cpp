@@ -9,53 +9,15 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "workbench/data_options.h"
 #include "workbench/error.h"
+#include "workbench/frontend_options.h"
+#include "workbench/slot_options.h"
+#include "workbench/trainer_options.h"
 
 namespace workbench {
 
 namespace fs = std::filesystem;
-
-const OptionSchema& frontend_schema() {
-  static const OptionSchema schema =
-      OptionSchema()
-          .add_int("sample_rate", 16000, "sample rate (Hz) all audio is resampled to", 1000, 192000)
-          .add_int("num_mel_bins", 80, "log-mel filterbank channels", 1, 512)
-          .add_float("frame_length_ms", 25.0, "analysis window (ms)", 1, 1000)
-          .add_float("frame_shift_ms", 10.0, "hop between frames (ms)", 1, 1000)
-          .add_float("preemphasis", 0.97, "pre-emphasis coefficient", 0, 1)
-          .add_float("low_freq", 20.0, "lowest mel-bin edge (Hz)", 0)
-          .add_float("high_freq", 0.0, "highest mel-bin edge (Hz); <= 0 is relative to Nyquist, as in Kaldi")
-          .add_choice("window", "povey", {"povey", "hamming", "hanning", "rectangular"}, "analysis window")
-          .add_choice("cmvn", "utterance", {"utterance", "none"}, "mean/variance normalisation of each utterance");
-  return schema;
-}
-
-const OptionSchema& trainer_schema() {
-  static const OptionSchema schema =
-      OptionSchema()
-          .add_int("steps", 1000, "optimizer steps", 0)
-          .add_float("max_minutes", 0.0, "stop training after this much wall time (0 = no limit); the run still "
-                                          "evaluates and checkpoints", 0)
-          .add_float("lr", 1e-3, "peak learning rate (Adam)", 0)
-          .add_int("warmup_steps", 500, "linear warm-up steps, then inverse square root decay", 0)
-          .add_float("adam_beta1", 0.9, "Adam beta1", 0, 1)
-          .add_float("adam_beta2", 0.98, "Adam beta2", 0, 1)
-          .add_float("adam_eps", 1e-9, "Adam epsilon", 0)
-          .add_float("weight_decay", 0.0, "decoupled weight decay (AdamW); 0 = plain Adam", 0)
-          .add_float("clip_norm", 5.0, "gradient clipping: max global L2 norm (0 = off)", 0)
-          .add_int("threads", 0, "intra-op threads (0 = number of cores)", 0)
-          .add_int("blas_threads", 1, "OpenBLAS threads (0 = leave as is); one avoids fighting torch's own pool", 0)
-          .add_choice("device", "auto", {"auto", "cpu", "cuda"}, "auto = CUDA when available")
-          .add_int("log_every", 20, "record training metrics every N steps", 1)
-          .add_bool("eval_at_start", true, "evaluate before the first step (step 0)")
-          .add_string("init_checkpoint", "",
-                      "load the model's and losses' weights from this checkpoint before training (fine-tuning, "
-                      "continued pre-training); parts it lacks keep their initialisation")
-          .add_string("checkpoint_dir", "checkpoints", "where the final checkpoint goes (relative to the working dir)")
-          .add_choice("progress", "auto", {"auto", "tty", "lines", "none"},
-                      "auto = one updating line on a terminal, plain lines otherwise");
-  return schema;
-}
 
 namespace {
 
@@ -74,23 +36,6 @@ const OptionSchema& plugins_schema() {
       OptionSchema().add_strings("paths", {}, "extra plugin directories, relative to this file");
   return schema;
 }
-const OptionSchema& data_core_schema() {
-  static const OptionSchema schema =
-      OptionSchema()
-          .add_string("plugin", "", "dataset plugin")
-          .add_float("batch_seconds", 160.0, "audio per batch, counting padding (s)", 0)
-          .add_int("max_batch", 64, "most utterances in a batch", 1)
-          .add_float("max_seconds", 0.0, "drop longer utterances (0 = keep all)", 0)
-          .add_bool("shuffle", true, "shuffle batches every epoch")
-          .add_bool("sortagrad", false, "first epoch from the shortest batches to the longest (DeepSpeech 2)")
-          .add_choice("use", "auto", {"auto", "speech", "text", "paired"},
-                      "what batches carry: auto = what the dataset gives; speech drops the transcripts (unpaired "
-                      "speech), text drops the audio (unpaired text)")
-          .add_float("language_temperature", 0.0,
-                     "> 0: sample languages with probability proportional to share^(1/T) (mSLAM text: 3); "
-                     "0: walk the data in length-bucketed epochs", 0);
-  return schema;
-}
 const OptionSchema& encoder_core_schema() {
   static const OptionSchema schema = OptionSchema().add_string("plugin", "", "encoder plugin");
   return schema;
@@ -107,22 +52,6 @@ const OptionSchema& stage_schema() {
                                          .add_strings("objectives", {}, "the [objectives.<name>] it trains");
   return schema;
 }
-const OptionSchema& objective_core_schema() {
-  static const OptionSchema schema = OptionSchema()
-                                         .add_string("plugin", "", "loss plugin")
-                                         .add_float("weight", 1.0, "weight of this loss in the sum", 0)
-                                         .add_string("data", "train", "the [data.<name>] it trains on");
-  return schema;
-}
-const OptionSchema& evaluator_core_schema() {
-  static const OptionSchema schema =
-      OptionSchema()
-          .add_string("plugin", "", "evaluator plugin")
-          .add_string("data", "dev", "the [data.<name>] it evaluates on")
-          .add_int("every", 0, "evaluate every N steps (0 = at the start and the end only)", 0);
-  return schema;
-}
-
 std::string where(const std::string& file, const toml::source_region& src) {
   if (!src.begin) return file;
   // Values merged in from a preset carry the preset's path.
@@ -237,6 +166,27 @@ struct ExperimentFile::Impl {
         for (const auto& item : *arr) {
           if (!item.is_string()) throw bad("expected a list of strings, found a " + type_name(item) + " in it");
           items.push_back(**item.as_string());
+        }
+        value = std::move(items);
+        break;
+      }
+      case OptionType::FloatTable: {
+        const auto* table = node.as_table();
+        if (!table) throw expected();
+        FloatTable items;
+        for (const auto& [key, item] : *table) {
+          double x;
+          if (item.is_integer())
+            x = static_cast<double>(**item.as_integer());
+          else if (item.is_floating_point())
+            x = **item.as_floating_point();
+          else
+            throw bad(fmt::format("expected a number for '{}', got a {}", key.str(), type_name(item)));
+          if (!std::isnan(spec.min) && x < spec.min)
+            throw bad(fmt::format("'{}' = {} is below the minimum {}", key.str(), x, spec.min));
+          if (!std::isnan(spec.max) && x > spec.max)
+            throw bad(fmt::format("'{}' = {} is above the maximum {}", key.str(), x, spec.max));
+          items[std::string(key.str())] = x;
         }
         value = std::move(items);
         break;
@@ -476,10 +426,10 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   Options plugins("plugins");
   im.fill(im.subtable(im.root, "plugins", "plugins"), "plugins", {&plugins_schema()}, {&plugins}, "");
 
-  cfg.frontend = Options("frontend");
-  im.fill(im.subtable(im.root, "frontend", "frontend"), "frontend", {&frontend_schema()}, {&cfg.frontend}, "");
-  cfg.trainer = Options("trainer");
-  im.fill(im.subtable(im.root, "trainer", "trainer"), "trainer", {&trainer_schema()}, {&cfg.trainer}, "");
+  Options frontend("frontend");
+  im.fill(im.subtable(im.root, "frontend", "frontend"), "frontend", {&FrontendOptions::schema()}, {&frontend}, "");
+  Options trainer("trainer");
+  im.fill(im.subtable(im.root, "trainer", "trainer"), "trainer", {&TrainerOptions::schema()}, {&trainer}, "");
 
   auto named_tables = [&](const std::string& group, PluginKind kind, const OptionSchema& core,
                           std::vector<ComponentConfig>& out) {
@@ -493,9 +443,9 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
       out.push_back(im.component(im.subtable(*t, name, section), section, name, kind, core, lookup));
     }
   };
-  named_tables("data", PluginKind::Dataset, data_core_schema(), cfg.data);
-  named_tables("objectives", PluginKind::Loss, objective_core_schema(), cfg.objectives);
-  named_tables("evaluators", PluginKind::Evaluator, evaluator_core_schema(), cfg.evaluators);
+  named_tables("data", PluginKind::Dataset, DataOptions::schema(), cfg.data);
+  named_tables("objectives", PluginKind::Loss, ObjectiveOptions::schema(), cfg.objectives);
+  named_tables("evaluators", PluginKind::Evaluator, EvaluatorOptions::schema(), cfg.evaluators);
 
   const toml::table* model = im.subtable(im.root, "model", "model");
   static const std::set<std::string> parts = {"speech_encoder", "text_embedding", "shared_encoder"};
@@ -530,7 +480,8 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
                                     encoder_core_schema(), lookup);
   if (const toml::table* t = model ? im.subtable(*model, "text_embedding", "model.text_embedding") : nullptr)
     cfg.text_embedding =
-        im.component(t, "model.text_embedding", "text_embedding", PluginKind::Encoder, encoder_core_schema(), lookup);
+        im.component(t, "model.text_embedding", "text_embedding", PluginKind::TextEmbedding, encoder_core_schema(),
+                     lookup);
   if (const toml::table* t = model ? im.subtable(*model, "shared_encoder", "model.shared_encoder") : nullptr)
     cfg.shared_encoder =
         im.component(t, "model.shared_encoder", "shared_encoder", PluginKind::Encoder, encoder_core_schema(), lookup);
@@ -577,9 +528,9 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
     std::int64_t total = 0;
     for (const auto& sg : cfg.stages) total += sg.steps;
     // The resolved config writes the sum back, so an equal trainer.steps is fine.
-    if (cfg.trainer.origin("steps") != "default" && cfg.trainer.get_int("steps") != total)
-      cfg.trainer.fail("steps", fmt::format("the [[stages]] add up to {} steps; remove trainer.steps", total));
-    cfg.trainer.set("steps", total, "sum of [[stages]] steps");
+    if (trainer.origin("steps") != "default" && trainer.get_int("steps") != total)
+      trainer.fail("steps", fmt::format("the [[stages]] add up to {} steps; remove trainer.steps", total));
+    trainer.set("steps", total, "sum of [[stages]] steps");
   }
 
   if (cfg.objectives.empty())
@@ -592,6 +543,8 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
       c.core.fail("data", fmt::format("no [data.{}] table (defined: {})", d, known.empty() ? "none" : known));
     }
   };
+  cfg.frontend = FrontendOptions::from(frontend);
+  cfg.trainer = TrainerOptions::from(trainer);
   for (const auto& o : cfg.objectives) check_data(o);
   for (const auto& e : cfg.evaluators) check_data(e);
 
@@ -603,8 +556,8 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   emit(out, cfg.flat, "experiment", {&experiment},
        experiment.get_string("preset").empty() ? std::set<std::string>{} : std::set<std::string>{"preset"});
   emit(out, cfg.flat, "plugins", {&plugins});
-  emit(out, cfg.flat, "frontend", {&cfg.frontend});
-  emit(out, cfg.flat, "trainer", {&cfg.trainer});
+  emit(out, cfg.flat, "frontend", {&frontend});
+  emit(out, cfg.flat, "trainer", {&trainer});
   for (const auto& d : cfg.data) emit(out, cfg.flat, d.section, {&d.core, &d.options});
   emit(out, cfg.flat, "model", {&model_options});
   emit(out, cfg.flat, cfg.speech_encoder.section, {&cfg.speech_encoder.core, &cfg.speech_encoder.options});

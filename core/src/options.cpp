@@ -17,6 +17,7 @@ const char* to_string(OptionType type) {
     case OptionType::Float: return "float";
     case OptionType::String: return "string";
     case OptionType::StringList: return "list of strings";
+    case OptionType::FloatTable: return "table of numbers";
   }
   return "?";
 }
@@ -47,6 +48,15 @@ std::string to_toml(const OptionValue& value) {
       std::string out = "[";
       for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + quote(v[i]);
       return out + "]";
+    }
+    std::string operator()(const FloatTable& t) const {
+      std::string out = "{";
+      bool first = true;
+      for (const auto& [k, v] : t) {
+        out += (first ? " " : ", ") + quote(k) + " = " + (*this)(v);
+        first = false;
+      }
+      return out + (t.empty() ? "}" : " }");
     }
   };
   return std::visit(Visitor{}, value);
@@ -87,6 +97,14 @@ OptionSchema& OptionSchema::add_choice(std::string name, std::string def, std::v
 
 OptionSchema& OptionSchema::add_strings(std::string name, std::vector<std::string> def, std::string doc) {
   return add({std::move(name), OptionType::StringList, std::move(def), std::move(doc), {}});
+}
+
+OptionSchema& OptionSchema::add_float_table(std::string name, FloatTable def, std::string doc, double min,
+                                            double max) {
+  OptionSpec s{std::move(name), OptionType::FloatTable, std::move(def), std::move(doc), {}};
+  s.min = min;
+  s.max = max;
+  return add(std::move(s));
 }
 
 const OptionSpec* OptionSchema::find(const std::string& name) const {
@@ -132,6 +150,9 @@ const std::string& Options::get_string(const std::string& name) const {
 }
 const std::vector<std::string>& Options::get_strings(const std::string& name) const {
   return typed<std::vector<std::string>>(entry(name), section_, name, "list of strings");
+}
+const FloatTable& Options::get_float_table(const std::string& name) const {
+  return typed<FloatTable>(entry(name), section_, name, "table of numbers");
 }
 std::string Options::origin(const std::string& name) const {
   auto it = entries_.find(name);

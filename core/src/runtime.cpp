@@ -83,27 +83,13 @@ void install_interrupt_handler() {
 }
 
 bool interrupt_requested() { return g_signals.load() > 0; }
+void clear_interrupt() { g_signals.store(0); }
 
-std::string workbench_git_revision() {
-  std::string dir = WORKBENCH_SOURCE_DIR_FOR_GIT;
-  if (dir.empty()) return "unknown";
-  std::string cmd = "git -C '" + dir + "' rev-parse --short=12 HEAD 2>/dev/null";
-  std::string rev;
-  if (FILE* p = popen(cmd.c_str(), "r")) {
-    char buf[128];
-    while (fgets(buf, sizeof buf, p)) rev += buf;
-    pclose(p);
-  }
-  while (!rev.empty() && (rev.back() == '\n' || rev.back() == ' ')) rev.pop_back();
-  if (rev.empty()) return "unknown";
-  std::string dirty_cmd = "git -C '" + dir + "' status --porcelain --untracked-files=no 2>/dev/null";
-  if (FILE* p = popen(dirty_cmd.c_str(), "r")) {
-    char buf[16];
-    if (fgets(buf, sizeof buf, p)) rev += "-dirty";
-    pclose(p);
-  }
-  return rev;
-}
+// Defined in the generated git_revision.cpp (cmake/GitRevision.cmake), which is rewritten at every build
+// when, and only when, the revision or the dirty flag changed.
+const char* workbench_build_git_revision();
+
+std::string workbench_git_revision() { return workbench_build_git_revision(); }
 
 std::string host_name() {
   char buf[256] = {0};

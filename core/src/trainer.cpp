@@ -1,9 +1,15 @@
 #include "workbench/trainer.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <deque>
 #include <filesystem>
+#include <set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -15,20 +21,36 @@
 #include "workbench/error.h"
 #include "workbench/progress.h"
 #include "workbench/runtime.h"
+#include "workbench/sha256.h"
 
 namespace workbench {
 
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
 MetricSink::~MetricSink() = default;
 
-double warmup_inverse_sqrt(double peak, std::int64_t warmup, std::int64_t step) {
-  step = std::max<std::int64_t>(step, 1);
-  if (warmup <= 0) return peak;
-  double s = static_cast<double>(step), w = static_cast<double>(warmup);
-  return peak * std::min(s / w, std::sqrt(w / s));
+namespace {
+
+/// Flushes a file's data to the disk (fsync on a read-only descriptor is allowed on Linux).
+void sync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
 }
 
+std::string summary(const Metrics& m) {
+  std::string s;
+  for (const auto& [k, v] : m)
+    if (k.find('/', k.find('/') + 1) == std::string::npos) s += fmt::format("  {} {:.4f}", k, v);
+  return s;
+}
+
+}  // namespace
+
 struct Trainer::Impl {
-  Options options;
+  TrainerOptions options;
   ModelParts model;
   std::vector<Objective> objectives;
   std::vector<EvaluatorSlot> evaluators;
@@ -36,14 +58,36 @@ struct Trainer::Impl {
   std::map<std::string, std::vector<Batch>> eval;
   c10::Device device;
   MetricSink& sink;
-  std::map<std::string, std::shared_ptr<Loss>> losses_by_name;
+  TrainerHooks hooks;
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  std::int64_t step = 0;
+  std::int64_t step = 0;  // optimizer steps done
   std::vector<StageConfig> stages;
-  std::int64_t stage = 0;  // index into stages
+  std::vector<std::int64_t> stage_end;  // cumulative steps
+  std::vector<std::vector<Objective*>> stage_objectives;
+  std::int64_t stage = -1;  // index into stages of the last step taken
 
-  Impl(const Options& o, ModelParts m, c10::Device d, MetricSink& s)
-      : options(o), model(std::move(m)), device(d), sink(s) {}
+  // One parameter group per component; `group_component[i]` names the optimizer's group i.
+  std::vector<std::string> group_component;
+  std::set<std::string> frozen;     // components out of the optimizer now
+  bool unfrozen = false;            // freeze_for_steps has passed and the frozen joined the optimizer
+  double last_lr = 0;
+
+  // Training metrics summed over the log window, as tensors so that a GPU is not synchronised each step.
+  std::map<std::string, torch::Tensor> sums;
+  std::map<std::string, std::int64_t> counts;
+  std::int64_t window_steps = 0, skipped = 0;
+  double grad_norm_sum = 0;
+  clock_type::time_point rate_start = clock_type::now();
+  std::int64_t rate_steps = 0;
+  double steps_per_second = 0;
+
+  // Checkpoints.
+  std::string checkpoint_dir, config_toml, vocabulary;
+  std::deque<std::string> periodic;  // oldest first
+  std::optional<double> best;
+
+  Impl(TrainerOptions o, ModelParts m, c10::Device d, MetricSink& s, TrainerHooks h)
+      : options(std::move(o)), model(std::move(m)), device(d), sink(s), hooks(std::move(h)) {}
 
   // Named modules whose parameters and buffers are trained and checkpointed.
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() const {
@@ -52,57 +96,173 @@ struct Trainer::Impl {
       if (auto* m = o.loss->module()) out.emplace_back("objectives." + o.name, m);
     return out;
   }
+
+  torch::nn::Module* module_of(const std::string& component) const {
+    for (const auto& [name, m] : modules())
+      if (name == component) return m;
+    return nullptr;
+  }
+
+  double multiplier(const std::string& component) const {
+    const auto& table = options.lr_multipliers();
+    auto it = table.find(component);
+    return it == table.end() ? 1.0 : it->second;
+  }
+
+  std::vector<torch::Tensor> trainable(const std::string& component) const {
+    std::vector<torch::Tensor> out;
+    if (auto* m = module_of(component))
+      for (auto& p : m->parameters())
+        if (p.requires_grad()) out.push_back(p);
+    return out;
+  }
+
+  void add_group(const std::string& component, const torch::optim::AdamWOptions& base) {
+    auto params = trainable(component);
+    if (params.empty()) return;
+    auto opts = std::make_unique<torch::optim::AdamWOptions>(base);
+    opts->lr(options.lr() * multiplier(component));
+    if (!optimizer) {
+      optimizer = std::make_unique<torch::optim::AdamW>(
+          std::vector<torch::optim::OptimizerParamGroup>{torch::optim::OptimizerParamGroup(params, std::move(opts))},
+          base);
+    } else {
+      optimizer->add_param_group(torch::optim::OptimizerParamGroup(params, std::move(opts)));
+    }
+    group_component.push_back(component);
+  }
+
+  torch::optim::AdamWOptions base_options() const {
+    return torch::optim::AdamWOptions(options.lr())
+        .betas({options.adam_beta1(), options.adam_beta2()})
+        .eps(options.adam_eps())
+        .weight_decay(options.weight_decay());
+  }
+
+  // Frozen parameters keep requires_grad = false, so that backward does not compute their gradients;
+  // only those that were trainable are switched, never a plugin's own fixed tensors.
+  std::map<std::string, std::vector<torch::Tensor>> frozen_params;
+
+  void freeze_components() {
+    for (const auto& c : options.freeze()) {
+      frozen.insert(c);
+      auto params = trainable(c);
+      for (auto& p : params) p.requires_grad_(false);
+      frozen_params[c] = params;
+    }
+  }
+
+  // Lets the frozen components join the optimizer once freeze_for_steps have passed.
+  void sync_freezing() {
+    if (unfrozen || frozen.empty() || options.freeze_for_steps() <= 0 || step < options.freeze_for_steps()) return;
+    for (const auto& c : options.freeze()) {
+      for (auto& p : frozen_params[c]) p.requires_grad_(true);
+      add_group(c, base_options());
+    }
+    frozen.clear();
+    unfrozen = true;
+  }
+
+  std::int64_t stage_of(std::int64_t s) const {
+    std::size_t i = 0;
+    while (i + 1 < stage_end.size() && s >= stage_end[i]) ++i;
+    return static_cast<std::int64_t>(i);
+  }
+
+  void accumulate(const std::string& key, const torch::Tensor& v) {
+    auto d = v.detach().to(torch::kFloat64);
+    sums[key] = sums.count(key) ? sums[key] + d : d;
+    ++counts[key];
+  }
 };
 
-Trainer::Trainer(const Options& options, ModelParts model, std::vector<Objective> objectives,
+Trainer::Trainer(TrainerOptions options, ModelParts model, std::vector<Objective> objectives,
                  std::vector<EvaluatorSlot> evaluators, std::map<std::string, std::shared_ptr<TrainBatcher>> train,
                  std::map<std::string, std::vector<Batch>> eval, c10::Device device, MetricSink& sink,
-                 std::vector<StageConfig> stages)
-    : impl_(std::make_shared<Impl>(options, std::move(model), device, sink)) {
+                 std::vector<StageConfig> stages, TrainerHooks hooks)
+    : impl_(std::make_shared<Impl>(std::move(options), std::move(model), device, sink, std::move(hooks))) {
   Impl& im = *impl_;
   im.objectives = std::move(objectives);
   im.evaluators = std::move(evaluators);
   im.train = std::move(train);
   im.eval = std::move(eval);
+  std::set<std::string> names;
   for (const auto& o : im.objectives) {
+    names.insert(o.name);
     auto it = im.train.find(o.data);
     if (it == im.train.end()) throw ConfigError(fmt::format("[objectives.{}]: no training data '{}'", o.name, o.data));
     BatchKind kind = it->second->kind();
     auto accepted = o.loss->accepts();
     if (std::find(accepted.begin(), accepted.end(), kind) == accepted.end()) {
-      std::string names;
-      for (auto k : accepted) names += (names.empty() ? "" : ", ") + std::string(to_string(k));
+      std::string kinds;
+      for (auto k : accepted) kinds += (kinds.empty() ? "" : ", ") + std::string(to_string(k));
       throw ConfigError(fmt::format("[objectives.{}]: [data.{}] gives {} batches, but this loss accepts: {}", o.name,
-                                    o.data, to_string(kind), names));
+                                    o.data, to_string(kind), kinds));
     }
-    im.losses_by_name[o.name] = o.loss;
-    im.model.objectives[o.name] = o.loss.get();
   }
   for (const auto& st : stages)
     for (const auto& name : st.objectives)
-      if (!im.losses_by_name.count(name))
+      if (!names.count(name))
         throw ConfigError(fmt::format("stage '{}' trains objective '{}', which the experiment does not define", st.name, name));
   if (stages.empty()) {
     StageConfig all;
     all.name = "train";
-    all.steps = options.get_int("steps");
+    all.steps = im.options.steps();
     for (const auto& o : im.objectives) all.objectives.push_back(o.name);
     stages.push_back(all);
   }
   im.stages = std::move(stages);
+  for (const auto& st : im.stages) {
+    im.stage_end.push_back((im.stage_end.empty() ? 0 : im.stage_end.back()) + st.steps);
+    std::vector<Objective*> active;
+    for (auto& obj : im.objectives)
+      if (std::find(st.objectives.begin(), st.objectives.end(), obj.name) != st.objectives.end()) active.push_back(&obj);
+    im.stage_objectives.push_back(active);
+  }
+
+  // Components by name, for freeze and lr_multipliers.
+  std::vector<std::string> components;
+  for (auto& [name, m] : im.modules()) components.push_back(name);
+  auto check_component = [&](const std::string& name, const std::string& key) {
+    if (std::find(components.begin(), components.end(), name) == components.end())
+      im.options.source.fail(key, fmt::format("no component '{}' in this run (it has: {})", name,
+                                              fmt::join(components, ", ")));
+  };
+  for (const auto& c : im.options.freeze()) check_component(c, "freeze");
+  for (const auto& [c, m] : im.options.lr_multipliers()) check_component(c, "lr_multipliers");
+
   for (auto& [name, m] : im.modules()) m->to(device);
-  auto opts = torch::optim::AdamWOptions(options.get_float("lr"))
-                  .betas({options.get_float("adam_beta1"), options.get_float("adam_beta2")})
-                  .eps(options.get_float("adam_eps"))
-                  .weight_decay(options.get_float("weight_decay"));
-  im.optimizer = std::make_unique<torch::optim::AdamW>(parameters(), opts);
+  im.freeze_components();
+  const auto base = im.base_options();
+  for (const auto& c : components)
+    if (!im.frozen.count(c)) im.add_group(c, base);
+  if (!im.optimizer) {
+    // Everything frozen (a probe with nothing to train yet): an optimizer over no parameters is refused by
+    // LibTorch, so hold one dummy tensor that never gets a gradient.
+    im.optimizer = std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{torch::zeros({1})}, base);
+    im.group_component.push_back("");
+  }
 }
 
 std::vector<torch::Tensor> Trainer::parameters() const {
   std::vector<torch::Tensor> out;
-  for (auto& [name, m] : impl_->modules())
+  for (auto& [name, m] : impl_->modules()) {
+    if (impl_->frozen.count(name)) continue;
     for (auto& p : m->parameters())
       if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+std::int64_t Trainer::steps_done() const { return impl_->step; }
+TrainerHooks& Trainer::hooks() { return impl_->hooks; }
+const TrainerOptions& Trainer::options() const { return impl_->options; }
+
+std::map<std::string, double> Trainer::component_learning_rates() const {
+  std::map<std::string, double> out;
+  auto& groups = impl_->optimizer->param_groups();
+  for (std::size_t i = 0; i < groups.size() && i < impl_->group_component.size(); ++i)
+    if (!impl_->group_component[i].empty()) out[impl_->group_component[i]] = groups[i].options().get_lr();
   return out;
 }
 
@@ -110,10 +270,9 @@ void Trainer::set_training(bool training) {
   for (auto& [name, m] : impl_->modules()) m->train(training);
 }
 
-std::vector<std::pair<std::string, double>> Trainer::evaluate(std::int64_t step,
-                                                              const std::function<bool(const EvaluatorSlot&)>& due) {
+Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) {
   Impl& im = *impl_;
-  std::vector<std::pair<std::string, double>> all;
+  Metrics all;
   set_training(false);
   {
     torch::NoGradGuard no_grad;
@@ -121,177 +280,248 @@ std::vector<std::pair<std::string, double>> Trainer::evaluate(std::int64_t step,
       if (due && !due(slot)) continue;
       auto it = im.eval.find(slot.data);
       if (it == im.eval.end()) continue;
-      EvalContext ctx{it->second, im.model, im.losses_by_name, im.device};
+      EvalContext ctx{it->second, im.model, im.device};
       for (auto& [k, v] : slot.evaluator->evaluate(ctx)) all.emplace_back(slot.data + "/" + k, v);
     }
   }
   set_training(true);
-  if (!all.empty()) im.sink.record(step, all);
+  if (all.empty()) return all;
+  im.sink.record(im.step, all);
+  if (im.hooks.on_evaluate) im.hooks.on_evaluate(im.step, all);
+  if (const std::string& key = im.options.keep_best(); !key.empty()) {
+    auto it = std::find_if(all.begin(), all.end(), [&](const auto& kv) { return kv.first == key; });
+    if (it == all.end() && !due) {
+      std::vector<std::string> keys;
+      for (const auto& kv : all) keys.push_back(kv.first);
+      im.options.source.fail("keep_best", fmt::format("'{}' is not a metric the evaluators give (they give: {})", key,
+                                                      fmt::join(keys, ", ")));
+    }
+    if (it != all.end() && std::isfinite(it->second) && !im.checkpoint_dir.empty()) {
+      const bool lower = im.options.keep_best_mode() == "min";
+      if (!im.best || (lower ? it->second < *im.best : it->second > *im.best)) {
+        im.best = it->second;
+        checkpoint("best");
+      }
+    }
+  }
   return all;
+}
+
+StepResult Trainer::step() {
+  Impl& im = *impl_;
+  im.sync_freezing();
+  const std::int64_t s = im.step;
+  const std::int64_t total = im.options.steps();
+  const double lr = learning_rate(im.options, s);
+  auto& groups = im.optimizer->param_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lr * im.multiplier(im.group_component[i]));
+  im.last_lr = lr;
+  auto params = parameters();
+  // Gradients to none, not zero (LibTorch 1.13's zero_grad() zeroes them): AdamW skips a parameter
+  // without a gradient, while a zero gradient would still move it by Adam's momentum, so the parts of
+  // objectives outside the current stage would keep changing.
+  for (auto& p : params) p.mutable_grad() = torch::Tensor();
+
+  const std::int64_t stage = im.stage_of(s);
+  im.stage = stage;
+  StepInfo info{s, total};
+  torch::Tensor loss_sum;
+  for (Objective* obj : im.stage_objectives[stage]) {
+    LossOutput out;
+    try {
+      Batch batch = im.train.at(obj->data)->next().to(im.device);
+      out = obj->loss->compute(batch, im.model, info);
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const c10::Error& e) {
+      throw Error(fmt::format("objective '{}' (loss plugin {}) failed at step {}: {}", obj->name, obj->plugin, s,
+                              e.what_without_backtrace()));
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("objective '{}' (loss plugin {}) at step {}: {}", obj->name, obj->plugin, s, e.what()));
+    } catch (const DataError& e) {
+      throw DataError(fmt::format("objective '{}' (loss plugin {}) at step {}: {}", obj->name, obj->plugin, s, e.what()));
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("objective '{}' (loss plugin {}) failed at step {}: {}", obj->name, obj->plugin, s, e.what()));
+    }
+    auto weighted = out.loss * obj->weight;
+    loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
+    for (auto& [k, v] : out.metrics) im.accumulate(obj->name + "/" + k, v);
+  }
+  StepResult result;
+  result.step = s;
+  result.lr = lr;
+  if (loss_sum.defined() && loss_sum.requires_grad()) {
+    loss_sum.backward();
+    if (im.hooks.after_backward) im.hooks.after_backward(s, params);
+    const double clip = im.options.clip_norm();
+    double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
+    if (std::isfinite(norm)) {
+      im.optimizer->step();
+    } else {
+      ++im.skipped;  // a non-finite gradient would poison Adam's moments; skip the update
+      result.skipped = true;
+    }
+    im.grad_norm_sum += std::isfinite(norm) ? norm : 0.0;
+  }
+  if (loss_sum.defined()) im.accumulate("train/loss", loss_sum);
+  ++im.window_steps;
+  im.step = s + 1;
+
+  ++im.rate_steps;
+  const double window = std::chrono::duration<double>(clock_type::now() - im.rate_start).count();
+  if (window >= 2.0) {
+    im.steps_per_second = static_cast<double>(im.rate_steps) / window;
+    im.rate_start = clock_type::now();
+    im.rate_steps = 0;
+  }
+  return result;
+}
+
+Metrics Trainer::log() {
+  Impl& im = *impl_;
+  Metrics m;
+  if (im.window_steps == 0) return m;
+  for (auto& [k, v] : im.sums) m.emplace_back(k, v.item<double>() / static_cast<double>(im.counts[k]));
+  m.emplace_back("train/lr", im.last_lr);
+  m.emplace_back("train/grad_norm", im.grad_norm_sum / static_cast<double>(im.window_steps));
+  m.emplace_back("train/steps_per_second", im.steps_per_second);
+  m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
+  m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));
+  im.sink.record(im.step, m);
+  im.sums.clear();
+  im.counts.clear();
+  im.window_steps = 0;
+  im.grad_norm_sum = 0;
+  if (im.hooks.on_log) im.hooks.on_log(im.step, m);
+  return m;
 }
 
 TrainResult Trainer::train() {
   Impl& im = *impl_;
   const auto& o = im.options;
-  const std::int64_t total = o.get_int("steps");
-  const double max_seconds = o.get_float("max_minutes") * 60.0;
-  const double peak = o.get_float("lr");
-  const std::int64_t warmup = o.get_int("warmup_steps");
-  const double clip = o.get_float("clip_norm");
-  const std::int64_t log_every = o.get_int("log_every");
-  Progress progress(Progress::mode_from_string(o.get_string("progress")), total);
-  auto params = parameters();
-
-  auto summary = [](const std::vector<std::pair<std::string, double>>& m) {
-    std::string s;
-    for (const auto& [k, v] : m)
-      if (k.find('/', k.find('/') + 1) == std::string::npos) s += fmt::format("  {} {:.4f}", k, v);
-    return s;
-  };
+  const std::int64_t total = o.steps();
+  const double max_seconds = o.max_minutes() * 60.0;
+  Progress progress(Progress::mode_from_string(o.progress()), total);
 
   TrainResult result;
-  std::vector<std::pair<std::string, double>> last_eval;
-  if (o.get_bool("eval_at_start") && !im.evaluators.empty()) {
-    last_eval = evaluate(im.step);
+  Metrics last_eval;
+  if (o.eval_at_start() && !im.evaluators.empty() && im.step == 0) {
+    last_eval = evaluate();
     progress.message("step 0:" + summary(last_eval));
   }
   set_training(true);
 
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
+  const auto start = clock_type::now();
+  auto last_checkpoint = start;
   double eval_seconds = 0;
-  auto window_start = clock::now();
-  std::int64_t window_steps = 0;
-  double steps_per_second = 0;
-  // Sums over the log window, kept as tensors so a GPU is not synchronised every step.
-  std::map<std::string, torch::Tensor> sums;
-  std::map<std::string, std::int64_t> counts;  // objectives outside the current stage add nothing
-  std::int64_t sum_count = 0, skipped = 0;
-  auto accumulate = [&](const std::string& key, const torch::Tensor& v) {
-    auto d = v.detach().to(torch::kFloat64);
-    sums[key] = sums.count(key) ? sums[key] + d : d;
-    ++counts[key];
-  };
-  // The stage of 0-based step s: the first whose cumulative steps exceed s (the last one after that).
-  std::vector<std::int64_t> stage_end;
-  for (const auto& st : im.stages) stage_end.push_back((stage_end.empty() ? 0 : stage_end.back()) + st.steps);
-  auto stage_of = [&](std::int64_t s) {
-    std::size_t i = 0;
-    while (i + 1 < stage_end.size() && s >= stage_end[i]) ++i;
-    return static_cast<std::int64_t>(i);
-  };
-  std::vector<std::vector<Objective*>> stage_objectives;
-  for (const auto& st : im.stages) {
-    std::vector<Objective*> active;
-    for (auto& obj : im.objectives)
-      if (std::find(st.objectives.begin(), st.objectives.end(), obj.name) != st.objectives.end()) active.push_back(&obj);
-    stage_objectives.push_back(active);
-  }
-  double grad_norm_sum = 0;
-  std::int64_t step = 0;
-
-  // im.step is 0, or the step a checkpoint loaded with its optimizer state left off at.
   const std::int64_t first_step = im.step;
-  for (step = first_step; step < total; ++step) {
+  std::int64_t shown_stage = -1;
+  while (im.step < total) {
     if (interrupt_requested()) {
       progress.finish();
+      if (!im.checkpoint_dir.empty()) {
+        auto c = checkpoint("interrupted");
+        std::fprintf(stderr, "checkpoint at step %lld: %s\n", static_cast<long long>(c.step), c.path.c_str());
+      }
       throw Interrupted();
     }
-    double elapsed = std::chrono::duration<double>(clock::now() - start).count() - eval_seconds;
+    const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count() - eval_seconds;
     if (max_seconds > 0 && elapsed >= max_seconds) {
       result.stopped_by_time = true;
-      progress.message(fmt::format("stopping at step {}: trainer.max_minutes ({}) reached", step,
-                                   o.get_float("max_minutes")));
+      progress.message(fmt::format("stopping at step {}: trainer.max_minutes ({}) reached", im.step, o.max_minutes()));
       break;
     }
-    const double lr = warmup_inverse_sqrt(peak, warmup, step + 1);
-    for (auto& group : im.optimizer->param_groups()) group.options().set_lr(lr);
-    // Gradients to none, not zero (LibTorch 1.13's zero_grad() zeroes them): AdamW skips a parameter
-    // without a gradient, while a zero gradient would still move it by Adam's momentum, so the parts
-    // of objectives outside the current stage would keep changing.
-    for (auto& p : params) p.mutable_grad() = torch::Tensor();
-
-    StepInfo info{step, total};
-    const std::int64_t stage = stage_of(step);
-    if (stage != im.stage || step == first_step) {
-      if (step > 0 || im.stages.size() > 1)
-        progress.message(fmt::format("step {}: stage '{}' ({} steps): {}", step, im.stages[stage].name,
+    const std::int64_t stage = im.stage_of(im.step);
+    if (stage != shown_stage) {
+      if (im.step > 0 || im.stages.size() > 1)
+        progress.message(fmt::format("step {}: stage '{}' ({} steps): {}", im.step, im.stages[stage].name,
                                      im.stages[stage].steps, fmt::join(im.stages[stage].objectives, ", ")));
-      im.stage = stage;
+      shown_stage = stage;
     }
-    torch::Tensor loss_sum;
-    for (Objective* obj : stage_objectives[stage]) {
-      Batch batch = im.train.at(obj->data)->next().to(im.device);
-      LossOutput out = obj->loss->compute(batch, im.model, info);
-      auto weighted = out.loss * obj->weight;
-      loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
-      for (auto& [k, v] : out.metrics) accumulate(obj->name + "/" + k, v);
-    }
-    loss_sum.backward();
-    double norm = clip > 0 ? torch::nn::utils::clip_grad_norm_(params, clip)
-                           : torch::nn::utils::clip_grad_norm_(params, std::numeric_limits<double>::infinity());
-    if (std::isfinite(norm)) {
-      im.optimizer->step();
-    } else {
-      ++skipped;  // a non-finite gradient would poison Adam's moments; skip the update
-    }
-    grad_norm_sum += std::isfinite(norm) ? norm : 0.0;
-    accumulate("train/loss", loss_sum);
-    ++sum_count;
-    im.step = step + 1;
-
-    ++window_steps;
-    double window = std::chrono::duration<double>(clock::now() - window_start).count();
-    if (window >= 2.0) {
-      steps_per_second = static_cast<double>(window_steps) / window;
-      window_start = clock::now();
-      window_steps = 0;
-    }
-    const bool log_now = (step + 1) % log_every == 0 || step + 1 == total;
-    if (log_now) {
-      std::vector<std::pair<std::string, double>> m;
+    StepResult r = step();
+    const std::int64_t done = im.step;
+    if (done % o.log_every() == 0 || done == total) {
       double mean_loss = 0;
-      for (auto& [k, v] : sums) {
-        double value = v.item<double>() / static_cast<double>(counts[k]);
-        if (k == "train/loss") mean_loss = value;
-        m.emplace_back(k, value);
-      }
-      m.emplace_back("train/lr", lr);
-      m.emplace_back("train/grad_norm", grad_norm_sum / static_cast<double>(sum_count));
-      m.emplace_back("train/steps_per_second", steps_per_second);
-      m.emplace_back("train/skipped_steps", static_cast<double>(skipped));
-      m.emplace_back("train/stage", static_cast<double>(stage));
-      im.sink.record(step + 1, m);
-      sums.clear();
-      counts.clear();
-      sum_count = 0;
-      grad_norm_sum = 0;
-      progress.update(step + 1, mean_loss, lr, steps_per_second);
+      for (const auto& [k, v] : log())
+        if (k == "train/loss") mean_loss = v;
+      progress.update(done, mean_loss, r.lr, im.steps_per_second);
     }
-    const std::int64_t done = step + 1;
     auto due = [&](const EvaluatorSlot& slot) { return slot.every > 0 && done % slot.every == 0 && done < total; };
     if (std::any_of(im.evaluators.begin(), im.evaluators.end(), due)) {
-      auto t0 = clock::now();
-      auto m = evaluate(done, due);
-      eval_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+      auto t0 = clock_type::now();
+      auto m = evaluate(due);
+      eval_seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
       progress.message(fmt::format("step {}:{}", done, summary(m)));
     }
+    if (!im.checkpoint_dir.empty() && done < total) {
+      const bool by_steps = o.checkpoint_every() > 0 && done % o.checkpoint_every() == 0;
+      const bool by_time = o.checkpoint_every_minutes() > 0 &&
+                           std::chrono::duration<double>(clock_type::now() - last_checkpoint).count() >=
+                               o.checkpoint_every_minutes() * 60.0;
+      if (by_steps || by_time) {
+        checkpoint("periodic");
+        last_checkpoint = clock_type::now();
+      }
+    }
   }
-  result.steps = step;
-  result.train_seconds = std::chrono::duration<double>(clock::now() - start).count() - eval_seconds;
+  (void)first_step;
+  result.steps = im.step;
+  result.train_seconds = std::chrono::duration<double>(clock_type::now() - start).count() - eval_seconds;
   progress.finish();
   if (!im.evaluators.empty()) {
-    last_eval = evaluate(step);
-    progress.message(fmt::format("step {} (final):{}", step, summary(last_eval)));
+    last_eval = evaluate();
+    progress.message(fmt::format("step {} (final):{}", im.step, summary(last_eval)));
   }
   result.final_metrics = last_eval;
   return result;
 }
 
-void Trainer::save_checkpoint(const std::string& path, const std::string& config_toml,
-                              const std::string& vocabulary) const {
-  namespace fs = std::filesystem;
-  if (const auto dir = fs::path(path).parent_path(); !dir.empty()) fs::create_directories(dir);
+void Trainer::set_checkpoint_directory(const std::string& dir, const std::string& config_toml,
+                                       const std::string& vocabulary) {
+  impl_->checkpoint_dir = dir;
+  impl_->config_toml = config_toml;
+  impl_->vocabulary = vocabulary;
+}
+
+CheckpointInfo Trainer::checkpoint(const std::string& kind) {
+  Impl& im = *impl_;
+  if (im.checkpoint_dir.empty()) throw std::logic_error("Trainer::checkpoint before set_checkpoint_directory");
+  CheckpointInfo info;
+  info.step = im.step;
+  info.kind = kind;
+  std::string file;
+  if (kind == "final")
+    file = "final.pt";
+  else if (kind == "best")
+    file = "best.pt";
+  else if (kind == "periodic" || kind == "interrupted")
+    file = fmt::format("step-{}.pt", im.step);
+  else
+    throw std::invalid_argument("checkpoint kind '" + kind + "' (expected periodic, interrupted, final or best)");
+  info.path = (fs::path(im.checkpoint_dir) / file).string();
+  if (kind == "best") {
+    info.metric_key = im.options.keep_best();
+    info.metric_value = im.best;
+  }
+  info.sha256 = save_checkpoint(info.path, im.config_toml, im.vocabulary);
+  if (im.hooks.on_checkpoint) im.hooks.on_checkpoint(info);
+  if (kind == "periodic") {
+    if (std::find(im.periodic.begin(), im.periodic.end(), info.path) == im.periodic.end()) im.periodic.push_back(info.path);
+    while (static_cast<std::int64_t>(im.periodic.size()) > std::max<std::int64_t>(im.options.keep_checkpoints(), 1)) {
+      const std::string old = im.periodic.front();
+      im.periodic.pop_front();
+      std::error_code ec;
+      fs::remove(old, ec);
+      if (im.hooks.on_checkpoint_removed) im.hooks.on_checkpoint_removed(old);
+    }
+  }
+  return info;
+}
+
+std::string Trainer::save_checkpoint(const std::string& path, const std::string& config_toml,
+                                     const std::string& vocabulary) const {
+  const fs::path target(path);
+  if (const auto dir = target.parent_path(); !dir.empty()) fs::create_directories(dir);
   torch::serialize::OutputArchive archive;
   for (auto& [name, m] : impl_->modules()) {
     for (const auto& p : m->named_parameters()) archive.write(name + "." + p.key(), p.value().detach().cpu());
@@ -301,16 +531,22 @@ void Trainer::save_checkpoint(const std::string& path, const std::string& config
   impl_->optimizer->save(optimizer);
   archive.write("optimizer", optimizer);
   archive.write("step", torch::tensor(impl_->step));
-  archive.write("scheduler.stage", torch::tensor(impl_->stage));
-  archive.write("scheduler.peak_lr", torch::tensor(impl_->options.get_float("lr"), torch::kFloat64));
-  archive.write("scheduler.warmup_steps", torch::tensor(impl_->options.get_int("warmup_steps")));
+  archive.write("scheduler.stage", torch::tensor(std::max<std::int64_t>(impl_->stage, 0)));
+  archive.write("scheduler.peak_lr", torch::tensor(impl_->options.lr(), torch::kFloat64));
+  archive.write("scheduler.warmup_steps", torch::tensor(impl_->options.warmup_steps()));
   archive.write("config_toml", c10::IValue(config_toml));
   archive.write("vocabulary", c10::IValue(vocabulary));
-  archive.save_to(path);
+  // The temporary name is unique per process, so that two writers never share one.
+  const fs::path tmp = target.string() + fmt::format(".tmp-{}", ::getpid());
+  archive.save_to(tmp.string());
+  sync_path(tmp);
+  fs::rename(tmp, target);
+  sync_path(target.parent_path().empty() ? fs::path(".") : target.parent_path());
+  return sha256_file(target.string());
 }
 
 std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
-  if (!std::filesystem::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
+  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
@@ -339,16 +575,19 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     for (auto& b : m->named_buffers()) copy_in(name + "." + b.key(), b.value(), true);
   }
   if (with_optimizer) {
-    torch::serialize::InputArchive optimizer;
-    if (archive.try_read("optimizer", optimizer)) impl_->optimizer->load(optimizer);
     torch::Tensor step;
     if (archive.try_read("step", step)) impl_->step = step.item<std::int64_t>();
+    // The optimizer's groups must be those the checkpoint was written with: past freeze_for_steps the
+    // frozen components have joined.
+    impl_->sync_freezing();
+    torch::serialize::InputArchive optimizer;
+    if (archive.try_read("optimizer", optimizer)) impl_->optimizer->load(optimizer);
   }
   return loaded;
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
+  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);

@@ -39,7 +39,9 @@ class SpeechTextInfoNce final : public workbench::Loss {
       : temperature_(o.get_float("temperature")) {
     if (!c.vocabulary) throw workbench::ConfigError("[" + o.section() + "] needs paired data (a vocabulary)");
     if (temperature_ <= 0) o.fail("temperature", "must be positive");
-    towers_ = Towers(c.model_dim, c.vocabulary->size(), o.get_int("dim"));
+    // It pools the speech encoder's output, so its input width is the speech encoder's D (speech_dim),
+    // not the shared encoder's (model_dim): the two differ whenever a shared encoder is configured.
+    towers_ = Towers(c.speech_dim, c.vocabulary->size(), o.get_int("dim"));
     towers_->to(c.device);
   }
 
@@ -70,18 +72,12 @@ class SpeechTextInfoNce final : public workbench::Loss {
   Towers towers_{nullptr};
 };
 
-workbench::PluginDescriptor describe() {
-  workbench::PluginDescriptor d;
-  d.kind = workbench::PluginKind::Loss;
-  d.name = "speech_text_infonce";
-  d.version = "0.1.0";
-  d.description = "InfoNCE alignment of pooled speech and text embeddings of paired data (third-party example)";
-  d.options.add_int("dim", 64, "shared embedding dimension", 1)
-      .add_float("temperature", 0.1, "softmax temperature of the cosine similarities");
-  d.create = [](const workbench::Options& o, const workbench::BuildContext& c) -> std::shared_ptr<workbench::Component> {
-    return std::make_shared<SpeechTextInfoNce>(o, c);
-  };
-  return d;
+workbench::workbench::PluginDescriptor describe() {
+  return workbench::describe_plugin<SpeechTextInfoNce>(workbench::PluginKind::Loss, "speech_text_infonce", "0.1.0",
+      "InfoNCE alignment of pooled speech and text embeddings of paired data (third-party example)",
+      workbench::OptionSchema()
+          .add_int("dim", 64, "shared embedding dimension", 1)
+          .add_float("temperature", 0.1, "softmax temperature of the cosine similarities"));
 }
 
 }  // namespace

@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 
 #include "workbench/error.h"
-#include "workbench/run_store.h"
+#include "workbench/sha256.h"
 
 namespace workbench {
 
@@ -33,7 +33,7 @@ std::string major_minor_patch(const char* text, std::size_t max) {
 }  // namespace
 
 const std::string& LoadedPlugin::sha256() const {
-  if (sha256_.empty()) sha256_ = results::sha256_file(path);
+  if (sha256_.empty()) sha256_ = sha256_file(path);
   return sha256_;
 }
 

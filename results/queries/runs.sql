@@ -1,5 +1,6 @@
--- Recent runs, newest first: status, duration and dev CER ('dev/cer': the value at the last logged
--- step, and the best value over the run). NULL where a run has not ended or logged no dev CER.
+-- Recent runs, newest first: status, duration, parent run (a fine-tuning run's pre-training run) and
+-- dev CER ('dev/cer': the value at the last logged step, and the best value over the run). NULL where a
+-- run has not ended, has no parent or logged no dev CER.
 --   sqlite3 -header -column results/workbench.db < results/queries/runs.sql
 -- Change LIMIT for more history; add `WHERE s.kind = 'train'` to hide dry runs.
 SELECT s.id,
@@ -10,6 +11,7 @@ SELECT s.id,
        round(s.duration_s, 1)                                     AS duration_s,
        s.seed,
        s.device,
+       s.parent_run_id                                            AS parent,
        cer.step                                                   AS cer_step,
        cer.value                                                  AS final_dev_cer,
        (SELECT min(value) FROM metrics

@@ -1,18 +1,16 @@
 #include "workbench/run_store.h"
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <fmt/format.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 namespace workbench::results {
@@ -81,9 +79,19 @@ std::optional<double> column_optional_double(sqlite3_stmt* stmt, int col) {
   return sqlite3_column_double(stmt, col);
 }
 
+std::optional<std::int64_t> column_optional_int64(sqlite3_stmt* stmt, int col) {
+  if (sqlite3_column_type(stmt, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(stmt, col);
+}
+
+std::optional<std::string> column_optional_text(sqlite3_stmt* stmt, int col) {
+  if (sqlite3_column_type(stmt, col) == SQLITE_NULL) return std::nullopt;
+  return column_text(stmt, col);
+}
+
 constexpr const char* kRunColumns =
     "id, experiment_name, status, config_toml, config_hash, error_message, started_at, ended_at, host, "
-    "git_revision, torch_version, device, kind, seed";
+    "git_revision, torch_version, device, kind, seed, parent_run_id";
 
 RunRow read_run_row(sqlite3_stmt* stmt) {
   RunRow row;
@@ -101,37 +109,8 @@ RunRow read_run_row(sqlite3_stmt* stmt) {
   row.device = column_text(stmt, 11);
   row.kind = column_text(stmt, 12);
   row.seed = sqlite3_column_int64(stmt, 13);
+  row.parent_run_id = column_optional_int64(stmt, 14);
   return row;
-}
-
-std::string to_hex(const unsigned char* bytes, unsigned int size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (unsigned int i = 0; i < size; ++i) {
-    out.push_back(kDigits[bytes[i] >> 4]);
-    out.push_back(kDigits[bytes[i] & 0x0f]);
-  }
-  return out;
-}
-
-struct EvpCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using EvpCtxPtr = std::unique_ptr<EVP_MD_CTX, EvpCtxFree>;
-
-EvpCtxPtr new_sha256_ctx() {
-  EvpCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("sha256: cannot initialise OpenSSL digest");
-  return ctx;
-}
-
-std::string finish_sha256(EVP_MD_CTX* ctx) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  if (EVP_DigestFinal_ex(ctx, digest, &size) != 1) throw std::runtime_error("sha256: OpenSSL digest failed");
-  return to_hex(digest, size);
 }
 
 }  // namespace
@@ -149,6 +128,7 @@ struct RunStore::Impl {
     throw StoreError(fmt::format("run store {}: {}: {}", path, what, sqlite3_errmsg(db.get())));
   }
 
+  void exec(const std::string& sql, std::string_view what) { exec(sql.c_str(), what); }
   void exec(const char* sql, std::string_view what) {
     char* message = nullptr;
     if (sqlite3_exec(db.get(), sql, nullptr, nullptr, &message) != SQLITE_OK) {
@@ -182,11 +162,13 @@ struct RunStore::Impl {
     if (sqlite3_bind_text(stmt, index, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT) != SQLITE_OK)
       fail("bind");
   }
-  void bind(sqlite3_stmt* stmt, int index, const std::optional<double>& value) {
+  // An empty optional binds as NULL.
+  template <typename T>
+  void bind(sqlite3_stmt* stmt, int index, const std::optional<T>& value) {
     if (value) {
       bind(stmt, index, *value);
-    } else if (sqlite3_bind_null(stmt, index) != SQLITE_OK) {
-      fail("bind");
+    } else {
+      bind_null(stmt, index);
     }
   }
   void bind_null(sqlite3_stmt* stmt, int index) {
@@ -242,6 +224,73 @@ struct RunStore::Impl {
     bool done_ = false;
   };
 
+  bool run_exists(std::int64_t id) {
+    sqlite3_stmt* stmt = cached("SELECT 1 FROM runs WHERE id = ?1");
+    StmtUse use(stmt);
+    bind(stmt, 1, id);
+    return next(stmt, fmt::format("look up run {}", id));
+  }
+
+  void upsert_tag(std::int64_t run_id, const std::string& key, const std::string& value, std::string_view what) {
+    sqlite3_stmt* stmt = cached(
+        "INSERT INTO tags (run_id, key, value) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value");
+    StmtUse use(stmt);
+    bind(stmt, 1, run_id);
+    bind(stmt, 2, key);
+    bind(stmt, 3, value);
+    run(stmt, fmt::format("{}: tag '{}' of run {}", what, key, run_id));
+  }
+
+  // Switching a file from its rollback journal to WAL needs an exclusive lock, and SQLite answers
+  // SQLITE_BUSY at once, without the busy handler, when another connection holds or wants one (it would
+  // deadlock otherwise). Several processes opening the same new or version-1 file at once (a sweep
+  // launching its runs) meet exactly that, so the switch is retried here within the busy timeout.
+  void enable_wal() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+    for (;;) {
+      const int rc = sqlite3_exec(db.get(), "PRAGMA journal_mode = WAL", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return;
+      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline) fail("enable WAL");
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  [[noreturn]] void newer_schema(std::int64_t version) const {
+    throw StoreError(fmt::format("run store {}: database schema version {} is newer than this build supports ({})",
+                                 path, version, kSchemaVersion));
+  }
+
+  // Brings the file to kSchemaVersion, one transaction per version step. The version read before the
+  // loop only decides whether to take the write lock: a file that is current is never written to (and
+  // opening it never waits for a writer). Under the lock the version is read again, because another
+  // process may have migrated the file in between; then it is this read that counts.
+  void migrate() {
+    std::int64_t version = pragma_int("PRAGMA user_version");
+    while (version != kSchemaVersion) {
+      if (version > kSchemaVersion) newer_schema(version);
+      if (version < 0)
+        throw StoreError(fmt::format("run store {}: database schema version {} is not one this build knows", path,
+                                     version));
+      Transaction txn(*this, "migrate schema");
+      version = pragma_int("PRAGMA user_version");
+      if (version >= kSchemaVersion || version < 0) continue;  // rolls back the empty transaction
+      const int target = static_cast<int>(version) + 1;
+      const std::string what = fmt::format("migrate schema from version {} to {}", version, target);
+      if (target == 1) {
+        exec(std::string(schema_sql()), what);
+      } else {
+        const Migration& m = migrations().at(static_cast<std::size_t>(target - 2));
+        if (m.version != target)
+          throw StoreError(fmt::format("run store {}: {}: migration {} is {}", path, what, target, m.name));
+        exec(std::string(m.sql), fmt::format("{} ({})", what, m.name));
+      }
+      exec(fmt::format("PRAGMA user_version = {}", target), what);
+      txn.commit();
+      version = target;
+    }
+  }
+
   void insert_metric(std::int64_t run_id, const std::string& key, std::int64_t step, double value, double wall,
                      std::string_view what) {
     sqlite3_stmt* stmt = cached(
@@ -286,21 +335,12 @@ RunStore::RunStore(const std::string& path) : impl_(std::make_unique<Impl>()) {
   // SQLite opens lazily: the first statement that touches the file is where an unusable path (a
   // directory, a file that is not a database) shows up.
   s.exec("PRAGMA foreign_keys = ON", "enable foreign keys");
-  s.exec("PRAGMA journal_mode = WAL", "enable WAL");
+  s.enable_wal();
   // With WAL, NORMAL never corrupts the database; a power loss may drop the last commits. A training
   // step should not wait for an fsync per metric.
   s.exec("PRAGMA synchronous = NORMAL", "set synchronous");
 
-  const std::int64_t version = s.pragma_int("PRAGMA user_version");
-  if (version > kSchemaVersion)
-    throw StoreError(fmt::format("run store {}: database schema version {} is newer than this build supports ({})",
-                                 path, version, kSchemaVersion));
-  if (version < kSchemaVersion) {
-    Impl::Transaction txn(s, "apply schema");
-    const std::string schema(schema_sql());
-    s.exec(schema.c_str(), "apply schema");
-    txn.commit();
-  }
+  s.migrate();
 }
 
 RunStore::~RunStore() = default;
@@ -320,24 +360,36 @@ const std::string& RunStore::path() const {
 std::int64_t RunStore::begin_run(const RunInfo& info) {
   Impl& s = impl();
   std::lock_guard lock(s.mutex);
-  sqlite3_stmt* stmt = s.cached(
-      "INSERT INTO runs (experiment_name, experiment_path, config_toml, config_hash, status, started_at, host, "
-      "git_revision, seed, torch_version, device, kind) "
-      "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
-  StmtUse use(stmt);
-  s.bind(stmt, 1, info.experiment_name);
-  s.bind(stmt, 2, info.experiment_path);
-  s.bind(stmt, 3, info.config_toml);
-  s.bind(stmt, 4, info.config_hash);
-  s.bind(stmt, 5, iso_utc_now());
-  s.bind(stmt, 6, info.host);
-  s.bind(stmt, 7, info.git_revision);
-  s.bind(stmt, 8, info.seed);
-  s.bind(stmt, 9, info.torch_version);
-  s.bind(stmt, 10, info.device);
-  s.bind(stmt, 11, info.kind);
-  s.run(stmt, fmt::format("begin_run '{}'", info.experiment_name));
-  return sqlite3_last_insert_rowid(s.db.get());
+  const std::string what = fmt::format("begin_run '{}'", info.experiment_name);
+  Impl::Transaction txn(s, what);
+  // The foreign key would refuse an unknown parent too, but without saying which id it was.
+  if (info.parent_run && !s.run_exists(*info.parent_run))
+    throw StoreError(fmt::format("run store {}: {}: no parent run with id {}", s.path, what, *info.parent_run));
+  std::int64_t id = 0;
+  {
+    sqlite3_stmt* stmt = s.cached(
+        "INSERT INTO runs (experiment_name, experiment_path, config_toml, config_hash, status, started_at, host, "
+        "git_revision, seed, torch_version, device, kind, parent_run_id) "
+        "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+    StmtUse use(stmt);
+    s.bind(stmt, 1, info.experiment_name);
+    s.bind(stmt, 2, info.experiment_path);
+    s.bind(stmt, 3, info.config_toml);
+    s.bind(stmt, 4, info.config_hash);
+    s.bind(stmt, 5, iso_utc_now());
+    s.bind(stmt, 6, info.host);
+    s.bind(stmt, 7, info.git_revision);
+    s.bind(stmt, 8, info.seed);
+    s.bind(stmt, 9, info.torch_version);
+    s.bind(stmt, 10, info.device);
+    s.bind(stmt, 11, info.kind);
+    s.bind(stmt, 12, info.parent_run);
+    s.run(stmt, what);
+    id = sqlite3_last_insert_rowid(s.db.get());
+  }
+  for (const auto& [key, value] : info.tags) s.upsert_tag(id, key, value, what);
+  txn.commit();
+  return id;
 }
 
 void RunStore::add_params(std::int64_t run, const std::vector<Param>& params) {
@@ -411,6 +463,46 @@ void RunStore::finish_run(std::int64_t run, RunStatus status, const std::string&
     throw StoreError(fmt::format("run store {}: finish_run: no run with id {}", s.path, run));
 }
 
+void RunStore::add_tags(std::int64_t run, const std::vector<std::pair<std::string, std::string>>& tags) {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  Impl::Transaction txn(s, "add_tags");
+  for (const auto& [key, value] : tags) s.upsert_tag(run, key, value, "add_tags");
+  txn.commit();
+}
+
+void RunStore::add_checkpoint(std::int64_t run, const CheckpointRecord& checkpoint) {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached(
+      "INSERT INTO checkpoints (run_id, step, path, sha256, kind, metric_key, metric_value, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+      "ON CONFLICT (run_id, path) DO UPDATE SET step = excluded.step, sha256 = excluded.sha256, "
+      "kind = excluded.kind, metric_key = excluded.metric_key, metric_value = excluded.metric_value, "
+      "created_at = excluded.created_at");
+  StmtUse use(stmt);
+  s.bind(stmt, 1, run);
+  s.bind(stmt, 2, checkpoint.step);
+  s.bind(stmt, 3, checkpoint.path);
+  s.bind(stmt, 4, checkpoint.sha256);
+  s.bind(stmt, 5, checkpoint.kind);
+  s.bind(stmt, 6, checkpoint.metric_key);
+  s.bind(stmt, 7, checkpoint.metric_value);
+  s.bind(stmt, 8, checkpoint.created_at.empty() ? iso_utc_now() : checkpoint.created_at);
+  s.run(stmt, fmt::format("add_checkpoint '{}' ({}, step {}) of run {}", checkpoint.path, checkpoint.kind,
+                          checkpoint.step, run));
+}
+
+void RunStore::remove_checkpoint(std::int64_t run, const std::string& path) {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached("DELETE FROM checkpoints WHERE run_id = ?1 AND path = ?2");
+  StmtUse use(stmt);
+  s.bind(stmt, 1, run);
+  s.bind(stmt, 2, path);
+  s.run(stmt, fmt::format("remove_checkpoint '{}' of run {}", path, run));
+}
+
 RunRow RunStore::run(std::int64_t id) const {
   Impl& s = impl();
   std::lock_guard lock(s.mutex);
@@ -473,6 +565,69 @@ std::vector<PluginRecord> RunStore::plugins(std::int64_t run) const {
   while (s.next(stmt, fmt::format("plugins of run {}", run))) {
     out.push_back(PluginRecord{column_text(stmt, 0), column_text(stmt, 1), column_text(stmt, 2),
                                column_text(stmt, 3), column_text(stmt, 4)});
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> RunStore::tags(std::int64_t run) const {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached("SELECT key, value FROM tags WHERE run_id = ?1 ORDER BY key");
+  StmtUse use(stmt);
+  s.bind(stmt, 1, run);
+  std::vector<std::pair<std::string, std::string>> out;
+  while (s.next(stmt, fmt::format("tags of run {}", run))) out.emplace_back(column_text(stmt, 0), column_text(stmt, 1));
+  return out;
+}
+
+std::vector<CheckpointRecord> RunStore::checkpoints(std::int64_t run) const {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached(
+      "SELECT step, path, sha256, kind, metric_key, metric_value, created_at FROM checkpoints WHERE run_id = ?1 "
+      "ORDER BY step, path");
+  StmtUse use(stmt);
+  s.bind(stmt, 1, run);
+  std::vector<CheckpointRecord> out;
+  while (s.next(stmt, fmt::format("checkpoints of run {}", run))) {
+    out.push_back(CheckpointRecord{sqlite3_column_int64(stmt, 0), column_text(stmt, 1), column_text(stmt, 2),
+                                   column_text(stmt, 3), column_optional_text(stmt, 4),
+                                   column_optional_double(stmt, 5), column_text(stmt, 6)});
+  }
+  return out;
+}
+
+std::vector<RunListing> RunStore::recent_runs(std::size_t limit) const {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  // The headline metric's row is joined at its highest step through the metrics primary key, so the
+  // cost is a few index lookups per listed run however long the runs are.
+  sqlite3_stmt* stmt = s.cached(
+      "SELECT r.id, r.experiment_name, r.kind, r.status, r.started_at, "
+      "(julianday(r.ended_at) - julianday(r.started_at)) * 86400.0, h.value_text, m.step IS NOT NULL, m.value, "
+      "r.parent_run_id "
+      "FROM runs AS r "
+      "LEFT JOIN params AS h ON h.run_id = r.id AND h.key = 'derived.headline_metric' "
+      "LEFT JOIN metrics AS m ON m.run_id = r.id AND m.key = h.value_text "
+      "AND m.step = (SELECT max(step) FROM metrics WHERE run_id = r.id AND key = h.value_text) "
+      "ORDER BY r.id DESC LIMIT ?1");
+  StmtUse use(stmt);
+  const auto max_limit = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+  s.bind(stmt, 1, static_cast<std::int64_t>(std::min(limit, max_limit)));
+  std::vector<RunListing> out;
+  while (s.next(stmt, "recent_runs")) {
+    RunListing row;
+    row.id = sqlite3_column_int64(stmt, 0);
+    row.experiment_name = column_text(stmt, 1);
+    row.kind = column_text(stmt, 2);
+    row.status = column_text(stmt, 3);
+    row.started_at = column_text(stmt, 4);
+    row.duration_s = column_optional_double(stmt, 5);
+    row.headline_key = column_text(stmt, 6);
+    if (sqlite3_column_int(stmt, 7) != 0)
+      row.headline_value = column_optional_double(stmt, 8).value_or(std::numeric_limits<double>::quiet_NaN());
+    row.parent_run_id = column_optional_int64(stmt, 9);
+    out.push_back(std::move(row));
   }
   return out;
 }
@@ -547,31 +702,6 @@ Param param_integer(std::string key, std::int64_t value) {
 
 Param param_bool(std::string key, bool value) {
   return Param{std::move(key), value ? "true" : "false", value ? 1.0 : 0.0};
-}
-
-std::string sha256_file(const std::string& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) throw std::runtime_error(fmt::format("sha256: cannot open {}: {}", path, std::strerror(errno)));
-  EvpCtxPtr ctx = new_sha256_ctx();
-  std::vector<unsigned char> buffer(1 << 16);
-  for (;;) {
-    const std::size_t n = std::fread(buffer.data(), 1, buffer.size(), file.get());
-    if (n > 0 && EVP_DigestUpdate(ctx.get(), buffer.data(), n) != 1)
-      throw std::runtime_error(fmt::format("sha256: OpenSSL digest failed for {}", path));
-    if (n < buffer.size()) {
-      if (std::ferror(file.get()) != 0)
-        throw std::runtime_error(fmt::format("sha256: cannot read {}: {}", path, std::strerror(errno)));
-      break;
-    }
-  }
-  return finish_sha256(ctx.get());
-}
-
-std::string sha256_text(const std::string& text) {
-  EvpCtxPtr ctx = new_sha256_ctx();
-  if (EVP_DigestUpdate(ctx.get(), text.data(), text.size()) != 1)
-    throw std::runtime_error("sha256: OpenSSL digest failed");
-  return finish_sha256(ctx.get());
 }
 
 }  // namespace workbench::results

@@ -9,6 +9,7 @@
 #include <c10/core/Device.h>
 
 #include "workbench/batch.h"
+#include "workbench/capabilities.h"
 #include "workbench/component.h"
 #include "workbench/loss.h"
 #include "workbench/model.h"
@@ -18,13 +19,15 @@ namespace workbench {
 struct EvalContext {
   const std::vector<Batch>& batches;  ///< on the CPU; move with Batch::to(device)
   ModelParts& model;                  ///< already in eval mode, under NoGradGuard
-  const std::map<std::string, std::shared_ptr<Loss>>& objectives;  ///< by objective name
   c10::Device device;
 };
 
 class Evaluator : public Component {
  public:
   ~Evaluator() override;
+  /// Called once before training: take what this evaluator reads from the objectives (the ASR evaluator
+  /// takes a FramePredictor). Throws ConfigError when it is missing, saying what to add.
+  virtual void connect(const Connections& connections) { (void)connections; }
   /// Named metrics, e.g. {"cer", 0.41}, {"cer/en", 0.38}. The trainer prefixes them with the
   /// evaluator's data name ("dev/cer") when it records them.
   virtual std::vector<std::pair<std::string, double>> evaluate(const EvalContext& context) = 0;

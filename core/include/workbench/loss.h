@@ -1,5 +1,5 @@
 #pragma once
-// Loss plugins: one training objective each (CTC now; w2v-BERT, SpanBERT, TLM, STM later).
+// Loss plugins: one training objective each (CTC, w2v-BERT, SpanBERT, TLM, STM).
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include "workbench/batch.h"
+#include "workbench/capabilities.h"
 #include "workbench/component.h"
 #include "workbench/model.h"
 
@@ -39,30 +40,13 @@ class Loss : public Component {
   virtual std::vector<BatchKind> accepts() const = 0;
   /// The loss's own parameters, or nullptr when it has none.
   virtual torch::nn::Module* module() { return nullptr; }
-  /// `batch` is already on the training device and of one of the accepted kinds.
+  /// Called once, after every objective and evaluator exists and before the optimizer is made: take the
+  /// capabilities this loss needs from other objectives (and create any parameters whose size depends
+  /// on them). Throws ConfigError when one is missing, saying what to add.
+  virtual void connect(const Connections& connections) { (void)connections; }
+  /// `batch` is already on the training device and of one of the accepted kinds. An exception thrown
+  /// here reaches the user with the objective's name and the step.
   virtual LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) = 0;
-};
-
-/// A capability some losses have: per-frame token posteriors for speech, as CTC produces.
-/// The ASR evaluator finds its predictor by objective name and dynamic_casts to this.
-class FramePredictor {
- public:
-  virtual ~FramePredictor();
-  /// Log-probabilities (B, T', V) over the vocabulary with blank = 0, and valid lengths (B) int64.
-  virtual std::pair<torch::Tensor, torch::Tensor> frame_log_probs(const Batch& batch, ModelParts& model) = 0;
-  virtual const Vocabulary& vocabulary() const = 0;
-};
-
-/// A capability some losses have: discrete targets for speech frames, as w2v-BERT's quantizer gives.
-/// TLM finds its provider by objective name (ModelParts::objectives) and dynamic_casts to this.
-class SpeechCodeProvider {
- public:
-  virtual ~SpeechCodeProvider();
-  virtual std::int64_t groups() const = 0;           ///< G codebooks
-  virtual std::int64_t entries() const = 0;          ///< V entries per codebook
-  /// Code ids of subsampled speech features (B, T, Ds) (speech_encoder.embed() output, unmasked):
-  /// (B, T, G) int64, detached: targets only, never a path for gradients.
-  virtual torch::Tensor code_ids(const torch::Tensor& features) = 0;
 };
 
 }  // namespace workbench

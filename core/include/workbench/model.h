@@ -16,8 +16,6 @@
 
 namespace workbench {
 
-class Loss;
-
 /// A learned vector per modality (0 = speech, 1 = text), added to the shared encoder's input so that
 /// it can tell the two halves of a speech ++ text sequence apart. Not published for SLAM/mSLAM (a
 /// segment embedding in the style of BERT / XLM); on by default, `[model] modality_embedding = false`
@@ -52,9 +50,6 @@ struct ModelParts {
   std::shared_ptr<TextEmbedding> text_embedding;
   std::shared_ptr<Encoder> shared_encoder;
   ModalityEmbedding modality{nullptr};
-  /// Every objective of the experiment by name, so that one loss can use another's capability (TLM
-  /// predicts the w2v-BERT quantizer's codes). Filled in by the Trainer.
-  std::map<std::string, Loss*> objectives;
 
   /// The configured parts' modules by name ("speech_encoder", "text_embedding", "shared_encoder",
   /// "modality_embedding"): what is trained, checkpointed and counted. Losses' own modules are not included.

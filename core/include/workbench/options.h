@@ -13,10 +13,12 @@
 
 namespace workbench {
 
-enum class OptionType { Bool, Int, Float, String, StringList };
+enum class OptionType { Bool, Int, Float, String, StringList, FloatTable };
 const char* to_string(OptionType type);
 
-using OptionValue = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>>;
+/// A TOML table of numbers, `{ speech_encoder = 0.1, "objectives.ctc" = 10 }` (FloatTable options).
+using FloatTable = std::map<std::string, double>;
+using OptionValue = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, FloatTable>;
 
 /// Renders a value as TOML (strings quoted, lists bracketed).
 std::string to_toml(const OptionValue& value);
@@ -49,6 +51,10 @@ class OptionSchema {
   OptionSchema& add_string(std::string name, std::string def, std::string doc);
   OptionSchema& add_choice(std::string name, std::string def, std::vector<std::string> choices, std::string doc);
   OptionSchema& add_strings(std::string name, std::vector<std::string> def, std::string doc);
+  /// A table of numbers keyed by name; every value must be within [min, max].
+  OptionSchema& add_float_table(std::string name, FloatTable def, std::string doc,
+                                double min = std::numeric_limits<double>::quiet_NaN(),
+                                double max = std::numeric_limits<double>::quiet_NaN());
   OptionSchema& add(OptionSpec spec);  // throws std::logic_error on a duplicate name
 
   const std::vector<OptionSpec>& specs() const { return specs_; }
@@ -82,6 +88,7 @@ class Options {
   double get_float(const std::string& name) const;  // Int values widen
   const std::string& get_string(const std::string& name) const;
   const std::vector<std::string>& get_strings(const std::string& name) const;
+  const FloatTable& get_float_table(const std::string& name) const;
 
   /// "file.toml:12:3" for a key set in a file, "--set" or "default".
   std::string origin(const std::string& name) const;

@@ -13,6 +13,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include <boost/config.hpp>
 #include <boost/dll/alias.hpp>
@@ -23,14 +26,24 @@
 
 namespace workbench {
 
-/// Bumped whenever a header under workbench/ changes in a way that breaks built plugins.
-constexpr std::uint32_t kPluginApiVersion = 1;
+/// Bumped whenever a contract header (the installed headers under workbench/, the SDK) changes in a way
+/// a built plugin would see: a layout, a virtual function, an inline body. tests/test_plugin_api.cpp
+/// keeps a hash of those headers next to this number and fails when one changes without the other.
+///   1: the first SDK.
+///   2: capabilities connected before training (Loss::connect, Evaluator::connect, Connections) instead of
+///      ModelParts::objectives and EvalContext::objectives; text embeddings are their own plugin kind;
+///      describe_plugin<T>(). (BuildContext had also changed layout within 1 without a bump.)
+constexpr std::uint32_t kPluginApiVersion = 2;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 
-enum class PluginKind { Encoder, Loss, Dataset, Evaluator };
+/// What a plugin makes: an Encoder, a TextEmbedding, a Loss, a Dataset or an Evaluator.
+enum class PluginKind { Encoder, TextEmbedding, Loss, Dataset, Evaluator };
 const char* to_string(PluginKind kind);
-/// Parses "encoder", "loss", "dataset", "evaluator"; throws std::invalid_argument otherwise.
+/// Every kind, in the order above.
+const std::vector<PluginKind>& all_plugin_kinds();
+/// Parses "encoder", "text_embedding", "loss", "dataset", "evaluator"; throws std::invalid_argument
+/// otherwise.
 PluginKind plugin_kind_from_string(const std::string& text);
 
 /// Plain-C block checked before anything else. Its layout never changes.
@@ -51,6 +64,30 @@ struct PluginDescriptor {
   /// Builds the component from validated options. May throw; the core reports the plugin and path.
   std::function<std::shared_ptr<Component>(const Options&, const BuildContext&)> create;
 };
+
+/// The descriptor of a plugin whose component is `T`, built as `T(options, context)`, or `T(options)`
+/// when T has no such constructor. The usual describe() is then one statement:
+///   PluginDescriptor describe() {
+///     return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.0.0", "CTC over characters",
+///                                     OptionSchema().add_float("dropout", 0.0, "dropout before the head", 0, 1));
+///   }
+template <typename T>
+PluginDescriptor describe_plugin(PluginKind kind, std::string name, std::string version, std::string description,
+                                 OptionSchema options = OptionSchema()) {
+  PluginDescriptor d;
+  d.kind = kind;
+  d.name = std::move(name);
+  d.version = std::move(version);
+  d.description = std::move(description);
+  d.options = std::move(options);
+  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
+    if constexpr (std::is_constructible_v<T, const Options&, const BuildContext&>)
+      return std::make_shared<T>(o, c);
+    else
+      return std::make_shared<T>(o);
+  };
+  return d;
+}
 
 /// The LibTorch version these headers come from, "MAJOR.MINOR.PATCH".
 std::string torch_header_version();

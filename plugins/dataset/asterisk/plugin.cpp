@@ -82,22 +82,16 @@ class AsteriskDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Dataset;
-  d.name = "asterisk";
-  d.version = "1.0.0";
-  d.description = "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)";
-  d.options.add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")
-      .add_choice("split", "train", {"train", "dev", "test", "all"},
-                  "by MD5 of the prompt id mod 10: 0 = test, 1 = dev, 2-9 = train")
-      .add_string("sounds_dir", "/usr/share/asterisk/sounds", "root of the <lang>/ audio folders")
-      .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
-      .add_bool("strip_punctuation", false, "replace punctuation by spaces (the text is always lower-cased)")
-      .add_int("max_per_language", 0, "keep at most this many prompts per language (0 = all); for quick tests", 0);
-  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
-    return std::make_shared<AsteriskDataset>(o);
-  };
-  return d;
+  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.0.0",
+      "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)",
+      OptionSchema()
+          .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")
+          .add_choice("split", "train", {"train", "dev", "test", "all"},
+                      "by MD5 of the prompt id mod 10: 0 = test, 1 = dev, 2-9 = train")
+          .add_string("sounds_dir", "/usr/share/asterisk/sounds", "root of the <lang>/ audio folders")
+          .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
+          .add_bool("strip_punctuation", false, "replace punctuation by spaces (the text is always lower-cased)")
+          .add_int("max_per_language", 0, "keep at most this many prompts per language (0 = all); for quick tests", 0));
 }
 
 }  // namespace

@@ -83,17 +83,11 @@ class ManifestDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Dataset;
-  d.name = "manifest";
-  d.version = "1.0.0";
-  d.description = "TSV manifest (columns path, text, lang; extra allowed) of audio in any format libsndfile reads";
-  d.options.add_string("path", "", "the .tsv manifest (relative to the working directory)")
-      .add_bool("lowercase", true, "lower-case the transcripts");
-  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
-    return std::make_shared<ManifestDataset>(o);
-  };
-  return d;
+  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.0.0",
+      "TSV manifest (columns path, text, lang; extra allowed) of audio in any format libsndfile reads",
+      OptionSchema()
+          .add_string("path", "", "the .tsv manifest (relative to the working directory)")
+          .add_bool("lowercase", true, "lower-case the transcripts"));
 }
 
 }  // namespace

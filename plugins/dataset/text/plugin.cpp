@@ -360,29 +360,22 @@ class TextDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Dataset;
-  d.name = "text";
-  d.version = "1.0.0";
-  d.description = "unpaired text, one sentence per line: your files, Debian's fortunes, Asterisk train transcripts";
-  d.options
-      .add_strings("files", {}, "\"lang:path\" text files, one sentence per line (.gz allowed); languages not in "
-                                "`languages` are skipped")
-      .add_bool("fortunes", true, "add Debian's fortune cookies for each language (en, es, it, ru, de; fr has none)")
-      .add_string("fortunes_dir", "/usr/share/games/fortunes", "where the fortunes packages install their files")
-      .add_bool("asterisk_transcripts", true, "add the TRAIN-split Asterisk prompt transcripts (asterisk-core-sounds-XX)")
-      .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
-      .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (ISO 639-1)")
-      .add_int("max_chars", 512, "longer lines are cut after this many characters (mSLAM: 512)", 1)
-      .add_int("min_chars", 8, "shorter lines (after normalisation) are dropped", 0)
-      .add_int("max_per_language", 0, "keep at most this many lines per language (0 = all), a subset chosen by the seed", 0)
-      .add_bool("strip_punctuation", false, "replace punctuation by spaces, as the asterisk dataset's option does "
-                                            "(the text is always lower-cased)")
-      .add_bool("deduplicate", true, "keep one copy of identical lines within a language");
-  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
-    return std::make_shared<TextDataset>(o);
-  };
-  return d;
+  return describe_plugin<TextDataset>(PluginKind::Dataset, "text", "1.0.0",
+      "unpaired text, one sentence per line: your files, Debian's fortunes, Asterisk train transcripts",
+      OptionSchema()
+          .add_strings("files", {}, "\"lang:path\" text files, one sentence per line (.gz allowed); languages not in "
+                                    "`languages` are skipped")
+          .add_bool("fortunes", true, "add Debian's fortune cookies for each language (en, es, it, ru, de; fr has none)")
+          .add_string("fortunes_dir", "/usr/share/games/fortunes", "where the fortunes packages install their files")
+          .add_bool("asterisk_transcripts", true, "add the TRAIN-split Asterisk prompt transcripts (asterisk-core-sounds-XX)")
+          .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
+          .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (ISO 639-1)")
+          .add_int("max_chars", 512, "longer lines are cut after this many characters (mSLAM: 512)", 1)
+          .add_int("min_chars", 8, "shorter lines (after normalisation) are dropped", 0)
+          .add_int("max_per_language", 0, "keep at most this many lines per language (0 = all), a subset chosen by the seed", 0)
+          .add_bool("strip_punctuation", false, "replace punctuation by spaces, as the asterisk dataset's option does "
+                                                "(the text is always lower-cased)")
+          .add_bool("deduplicate", true, "keep one copy of identical lines within a language"));
 }
 
 }  // namespace

@@ -129,37 +129,31 @@ class ConformerEncoder final : public Encoder {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Encoder;
-  d.name = "conformer";
-  d.version = "1.1.0";  // 1.1: frontend, position, shaw_left, shaw_right
-  d.description =
+  // 1.1: frontend, position, shaw_left, shaw_right
+  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.1.0",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
-      "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)";
-  d.options.add_int("d_model", 144, "model dimension D", 8)
-      .add_int("ffn_dim", 576, "feed-forward inner dimension (usually 4 D)", 1)
-      .add_int("heads", 4, "attention heads (D must be divisible by it)", 1)
-      .add_int("layers", 4, "Conformer blocks", 0)
-      .add_int("kernel_size", 31, "depthwise convolution kernel (odd)", 1)
-      .add_choice("conv_norm", "batch", {"batch", "group", "layer"},
-                  "norm in the conv module (mSLAM uses group norm for multimodal training)")
-      .add_int("conv_norm_groups", 8, "groups for conv_norm = group", 1)
-      .add_float("batch_norm_momentum", 0.1,
-                 "conv_norm = batch: weight of each batch in the running statistics used at evaluation", 0, 1)
-      .add_choice("frontend", "subsampling", {"subsampling", "projection"},
-                  "embed(): subsampling = Conv2D 4x over (time, mel), the speech encoder; projection = "
-                  "Linear(input_dim, d_model) at the input frame rate, the shared encoder over speech-encoder output")
-      .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0)
-      .add_choice("position", "none", {"none", "relative_xl", "shaw"},
-                  "positions in self-attention: none (original w2v-BERT), relative_xl (Transformer-XL, Dai et al. "
-                  "2019 sec. 3.3) or shaw (Shaw et al. 2018, clipped relative key embeddings)")
-      .add_int("shaw_left", 64, "position = shaw: farthest distance to the left with its own embedding", 0)
-      .add_int("shaw_right", 8, "position = shaw: farthest distance to the right with its own embedding", 0)
-      .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<ConformerEncoder>(o, c);
-  };
-  return d;
+      "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
+      OptionSchema()
+          .add_int("d_model", 144, "model dimension D", 8)
+          .add_int("ffn_dim", 576, "feed-forward inner dimension (usually 4 D)", 1)
+          .add_int("heads", 4, "attention heads (D must be divisible by it)", 1)
+          .add_int("layers", 4, "Conformer blocks", 0)
+          .add_int("kernel_size", 31, "depthwise convolution kernel (odd)", 1)
+          .add_choice("conv_norm", "batch", {"batch", "group", "layer"},
+                      "norm in the conv module (mSLAM uses group norm for multimodal training)")
+          .add_int("conv_norm_groups", 8, "groups for conv_norm = group", 1)
+          .add_float("batch_norm_momentum", 0.1,
+                     "conv_norm = batch: weight of each batch in the running statistics used at evaluation", 0, 1)
+          .add_choice("frontend", "subsampling", {"subsampling", "projection"},
+                      "embed(): subsampling = Conv2D 4x over (time, mel), the speech encoder; projection = "
+                      "Linear(input_dim, d_model) at the input frame rate, the shared encoder over speech-encoder output")
+          .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0)
+          .add_choice("position", "none", {"none", "relative_xl", "shaw"},
+                      "positions in self-attention: none (original w2v-BERT), relative_xl (Transformer-XL, Dai et al. "
+                      "2019 sec. 3.3) or shaw (Shaw et al. 2018, clipped relative key embeddings)")
+          .add_int("shaw_left", 64, "position = shaw: farthest distance to the left with its own embedding", 0)
+          .add_int("shaw_right", 8, "position = shaw: farthest distance to the right with its own embedding", 0)
+          .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The "asr" evaluator: greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks),
 // then character and word error rates (Levenshtein), per language and over all languages.
 #include <map>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -26,15 +27,17 @@ std::vector<std::int64_t> collapse(const std::int64_t* ids, std::int64_t length)
 
 class AsrEvaluator final : public Evaluator {
  public:
-  explicit AsrEvaluator(const Options& o) : predictor_(o.get_string("predictor")), options_(o) {}
+  explicit AsrEvaluator(const Options& o) : predictor_name_(o.get_string("predictor")), options_(o) {}
+
+  void connect(const Connections& connections) override {
+    predictor_ = &connections.require<FramePredictor>(predictor_name_, "[" + options_.section() + "] (asr)",
+                                                       "frame posteriors",
+                                                       "add a ctc objective, or set predictor = \"<its name>\"");
+  }
 
   std::vector<std::pair<std::string, double>> evaluate(const EvalContext& ctx) override {
-    auto it = ctx.objectives.find(predictor_);
-    if (it == ctx.objectives.end())
-      options_.fail("predictor", fmt::format("no objective named '{}'", predictor_));
-    auto* predictor = dynamic_cast<FramePredictor*>(it->second.get());
-    if (!predictor)
-      options_.fail("predictor", fmt::format("objective '{}' does not produce frame posteriors (use a CTC loss)", predictor_));
+    if (!predictor_) throw std::logic_error("asr evaluator: evaluate() before connect()");
+    FramePredictor* predictor = predictor_;
     const Vocabulary& vocab = predictor->vocabulary();
     std::map<std::string, ErrorCount> cer, wer;
     ErrorCount cer_all, wer_all;
@@ -74,21 +77,16 @@ class AsrEvaluator final : public Evaluator {
   }
 
  private:
-  std::string predictor_;
+  std::string predictor_name_;
   Options options_;
+  FramePredictor* predictor_ = nullptr;
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Evaluator;
-  d.name = "asr";
-  d.version = "1.0.0";
-  d.description = "greedy CTC decoding; CER and WER per language and averaged over languages";
-  d.options.add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded");
-  d.create = [](const Options& o, const BuildContext&) -> std::shared_ptr<Component> {
-    return std::make_shared<AsrEvaluator>(o);
-  };
-  return d;
+  return describe_plugin<AsrEvaluator>(PluginKind::Evaluator, "asr", "1.0.0",
+      "greedy CTC decoding; CER and WER per language and averaged over languages",
+      OptionSchema()
+          .add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded"));
 }
 
 }  // namespace

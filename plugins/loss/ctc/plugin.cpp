@@ -69,16 +69,10 @@ class CtcLoss final : public Loss, public FramePredictor {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Loss;
-  d.name = "ctc";
-  d.version = "1.0.0";
-  d.description = "CTC over characters (blank = 0) at the top of the shared encoder (or the speech encoder), on paired data";
-  d.options.add_float("dropout", 0.0, "dropout before the output projection", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<CtcLoss>(o, c);
-  };
-  return d;
+  return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.0.0",
+      "CTC over characters (blank = 0) at the top of the shared encoder (or the speech encoder), on paired data",
+      OptionSchema()
+          .add_float("dropout", 0.0, "dropout before the output projection", 0, 1));
 }
 
 }  // namespace

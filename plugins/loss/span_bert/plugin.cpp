@@ -72,20 +72,14 @@ class SpanBertLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Loss;
-  d.name = "span_bert";
-  d.version = "1.0.0";
-  d.description = "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder";
-  d.options.add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)
-      .add_float("span_p", 0.2, "p of the geometric span-length distribution (SpanBERT: 0.2)", 1e-6, 1)
-      .add_int("max_span", 10, "longest span (SpanBERT: 10 words; SLAM: 5 pieces; mSLAM: 20 characters)", 1)
-      .add_float("mask_token_share", 0.8, "share of spans replaced by [MASK]", 0, 1)
-      .add_float("random_token_share", 0.1, "share of spans replaced by random tokens (the rest stay)", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<SpanBertLoss>(o, c);
-  };
-  return d;
+  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.0.0",
+      "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder",
+      OptionSchema()
+          .add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)
+          .add_float("span_p", 0.2, "p of the geometric span-length distribution (SpanBERT: 0.2)", 1e-6, 1)
+          .add_int("max_span", 10, "longest span (SpanBERT: 10 words; SLAM: 5 pieces; mSLAM: 20 characters)", 1)
+          .add_float("mask_token_share", 0.8, "share of spans replaced by [MASK]", 0, 1)
+          .add_float("random_token_share", 0.1, "share of spans replaced by random tokens (the rest stay)", 0, 1));
 }
 
 }  // namespace

@@ -77,18 +77,12 @@ class StmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Loss;
-  d.name = "stm";
-  d.version = "1.0.0";
-  d.description = "speech-text matching on paired data: matched vs swapped transcripts, a binary classifier on "
-                  "the pooled speech ++ text context vectors";
-  d.options.add_float("negative_rate", 0.5,
-                      "probability that a row's transcript is swapped for a different one of the batch", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<StmLoss>(o, c);
-  };
-  return d;
+  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.0.0",
+      "speech-text matching on paired data: matched vs swapped transcripts, a binary classifier on "
+                  "the pooled speech ++ text context vectors",
+      OptionSchema()
+          .add_float("negative_rate", 0.5,
+                          "probability that a row's transcript is swapped for a different one of the batch", 0, 1));
 }
 
 }  // namespace

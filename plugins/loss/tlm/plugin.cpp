@@ -10,12 +10,10 @@
 // (padding is never a target); loss = text_loss + speech_weight * speech_loss.
 //
 // The speech targets come from the objective named by `code_provider` (a workbench::SpeechCodeProvider,
-// i.e. w2v_bert's quantizer), applied to the unmasked features. Without one (code_provider = "" or no such
-// objective) TLM predicts the text only, still from half-hidden speech; the speech head is built anyway,
-// at `speech_codes` outputs, because the trainer's optimizer is made before the first step and the
-// provider's size is only known then. A provider whose G*V differs from speech_codes is a ConfigError at
-// the first step. Masks come from a std::mt19937_64 seeded with BuildContext::seed; the random vectors for
-// masked frames from torch's generator (seeded by the core).
+// i.e. w2v_bert's quantizer), applied to the unmasked features; the speech head is sized from it (G*V
+// outputs) in the connect phase, before the optimizer exists. code_provider = "" trains the text side
+// only, still from half-hidden speech (a TLM next to CTC). Masks come from a std::mt19937_64 seeded with
+// BuildContext::seed; the random vectors for masked frames from torch's generator (seeded by the core).
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -43,8 +41,11 @@ namespace {
 namespace F = torch::nn::functional;
 
 struct HeadsImpl : torch::nn::Module {
-  HeadsImpl(std::int64_t d_model, std::int64_t text_vocab, std::int64_t speech_codes) {
+  HeadsImpl(std::int64_t d_model, std::int64_t text_vocab) {
     text_head = register_module("text_head", torch::nn::Linear(d_model, text_vocab));
+  }
+  /// Added in the connect phase, once the provider's G*V is known.
+  void add_speech_head(std::int64_t d_model, std::int64_t speech_codes) {
     speech_head = register_module("speech_head", torch::nn::Linear(d_model, speech_codes));
   }
   torch::nn::Linear text_head{nullptr}, speech_head{nullptr};
@@ -67,7 +68,7 @@ class TlmLoss final : public Loss {
         speech_coverage_(o.get_float("speech_mask_coverage")),
         speech_span_(o.get_int("speech_mask_span")),
         code_provider_(o.get_string("code_provider")),
-        speech_codes_(o.get_int("speech_codes")),
+        d_model_(ctx.model_dim),
         speech_weight_(o.get_float("speech_weight")),
         text_vocab_(ctx.text_vocab_size),
         rng_(ctx.seed) {
@@ -77,17 +78,24 @@ class TlmLoss final : public Loss {
     // The options' schema bounds apply to experiment files; tests and tools can build Options directly.
     if (!(speech_coverage_ >= 0 && speech_coverage_ < 1)) o.fail("speech_mask_coverage", "must be in [0, 1)");
     if (speech_span_ < 1) o.fail("speech_mask_span", "must be at least 1");
-    if (speech_codes_ < 1) o.fail("speech_codes", "must be at least 1");
     text_masking_.budget = o.get_float("text_mask_rate");
     text_masking_.geometric_p = o.get_float("text_span_p");
     text_masking_.max_span = o.get_int("text_max_span");
     if (!(text_masking_.budget > 0 && text_masking_.budget <= 1)) o.fail("text_mask_rate", "must be in (0, 1]");
     if (!(text_masking_.geometric_p > 0 && text_masking_.geometric_p <= 1)) o.fail("text_span_p", "must be in (0, 1]");
     if (text_masking_.max_span < 1) o.fail("text_max_span", "must be at least 1");
-    // Created here, at its configured size, rather than on first use: the trainer builds its optimizer
-    // before the first step and would never see a head registered later.
-    heads_ = Heads(ctx.model_dim, ctx.text_vocab_size, speech_codes_);
+    heads_ = Heads(ctx.model_dim, ctx.text_vocab_size);
     heads_->to(ctx.device);
+    device_ = ctx.device;
+  }
+
+  void connect(const Connections& connections) override {
+    if (code_provider_.empty()) return;
+    provider_ = &connections.require<SpeechCodeProvider>(
+        code_provider_, "[" + options_.section() + "] (tlm)", "speech codes",
+        "add a w2v_bert objective of that name, or set code_provider = \"\" to predict the masked text only");
+    heads_->add_speech_head(d_model_, provider_->groups() * provider_->entries());
+    heads_->speech_head->to(device_);
   }
 
   std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
@@ -100,7 +108,8 @@ class TlmLoss final : public Loss {
     if (text.vocab_size() != text_vocab_)
       throw ConfigError(fmt::format("[{}]: the text embedding has {} ids but tlm was built for {}", options_.section(),
                                     text.vocab_size(), text_vocab_));
-    SpeechCodeProvider* provider = find_provider(model);
+    if (!code_provider_.empty() && !provider_) throw std::logic_error("tlm: compute() before connect()");
+    SpeechCodeProvider* provider = provider_;
 
     // Speech: the codes are computed on the unmasked features, as w2v-BERT's own targets are.
     auto features = speech.embed(batch.features, batch.feature_lengths);
@@ -157,66 +166,34 @@ class TlmLoss final : public Loss {
     return selected.sum().to(torch::kFloat32) / lengths.to(selected.device()).sum().clamp_min(1).to(torch::kFloat32);
   }
 
-  /// The objective that supplies speech targets, or nullptr to train the text side only.
-  SpeechCodeProvider* find_provider(ModelParts& model) {
-    if (code_provider_.empty()) return nullptr;
-    auto it = model.objectives.find(code_provider_);
-    if (it == model.objectives.end() || !it->second) {
-      // Not an error: the default names w2v_bert, and a text-only TLM (e.g. next to CTC) is a valid setup.
-      if (!warned_)
-        std::fprintf(stderr, "  [%s] no objective '%s' gives speech codes: tlm predicts the masked text only\n",
-                     options_.section().c_str(), code_provider_.c_str());
-      warned_ = true;
-      return nullptr;
-    }
-    auto* provider = dynamic_cast<SpeechCodeProvider*>(it->second);
-    if (!provider)
-      options_.fail("code_provider", fmt::format("objective '{}' does not give speech codes (its loss is not a "
-                                                 "SpeechCodeProvider); name a w2v_bert objective or set \"\"",
-                                                 code_provider_));
-    const auto n = provider->groups() * provider->entries();
-    if (n != speech_codes_)
-      options_.fail("speech_codes", fmt::format("is {}, but objective '{}' gives {} groups x {} entries = {} codes; "
-                                                "set speech_codes = {}",
-                                                speech_codes_, code_provider_, provider->groups(), provider->entries(),
-                                                n, n));
-    return provider;
-  }
-
   Options options_;
   double speech_coverage_;
   std::int64_t speech_span_;
   std::string code_provider_;
-  std::int64_t speech_codes_;
+  std::int64_t d_model_;
   double speech_weight_;
   std::int64_t text_vocab_;
   TextMaskingOptions text_masking_;
   std::mt19937_64 rng_;
   Heads heads_{nullptr};
-  bool warned_ = false;
+  SpeechCodeProvider* provider_ = nullptr;
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Loss;
-  d.name = "tlm";
-  d.version = "1.0.0";
-  d.description = "translation language modelling on paired data: masked text and speech codes predicted from "
-                  "speech ++ text at the top of the shared encoder";
-  d.options
-      .add_float("speech_mask_coverage", 0.75, "share of speech frames masked on average (SLAM: about 75%)", 0, 0.99)
-      .add_int("speech_mask_span", 10, "frames per masked speech span (w2v-BERT: 10)", 1)
-      .add_float("text_mask_rate", 0.5, "share of each transcript's tokens masked (SLAM: about 50%)", 0.01, 1)
-      .add_float("text_span_p", 0.2, "text span lengths are Geometric(p) (SpanBERT: 0.2)", 0.01, 1)
-      .add_int("text_max_span", 10, "longest text span (SpanBERT: 10)", 1)
-      .add_string("code_provider", "w2v_bert",
-                  "objective whose speech codes are the speech targets; \"\" or absent: text targets only")
-      .add_int("speech_codes", 1024, "outputs of the speech head: the provider's groups x entries (G*V)", 1)
-      .add_float("speech_weight", 1.0, "weight of the speech loss against the text loss", 0);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<TlmLoss>(o, c);
-  };
-  return d;
+  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.0.0",  // 2.0: speech_codes gone, sized by connect()
+      "translation language modelling on paired data: masked text and speech codes predicted from "
+                  "speech ++ text at the top of the shared encoder",
+      OptionSchema()
+          .add_float("speech_mask_coverage", 0.75, "share of speech frames masked on average (SLAM: about 75%)", 0, 0.99)
+          .add_int("speech_mask_span", 10, "frames per masked speech span (w2v-BERT: 10)", 1)
+          .add_float("text_mask_rate", 0.5, "share of each transcript's tokens masked (SLAM: about 50%)", 0.01, 1)
+          .add_float("text_span_p", 0.2, "text span lengths are Geometric(p) (SpanBERT: 0.2)", 0.01, 1)
+          .add_int("text_max_span", 10, "longest text span (SpanBERT: 10)", 1)
+          .add_string("code_provider", "w2v_bert",
+                      "objective whose speech codes are the speech targets (the speech head gets its G*V outputs); "
+                      "\"\": text targets only")
+          .add_float("speech_weight", 1.0, "weight of the speech loss against the text loss", 0));
 }
 
 }  // namespace

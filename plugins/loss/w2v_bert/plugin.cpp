@@ -151,32 +151,25 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Loss;
-  d.name = "w2v_bert";
-  d.version = "1.0.0";
-  d.description =
+  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.0.0",
       "w2v-BERT (Chung et al. 2021): span masking, Gumbel quantizer, InfoNCE at the top of the speech encoder, "
-      "masked prediction of code ids at the top of the shared encoder";
-  d.options.add_float("mask_prob", 0.065, "probability that a frame starts a masked span (w2v-BERT: 0.065)", 0, 1)
-      .add_int("mask_span", 10, "masked span length in subsampled frames (w2v-BERT: 10)", 1)
-      .add_choice("mask_replacement", "random", {"random", "learned"},
-                  "masked frames become random vectors (the paper) or a learned embedding (Meta's code)")
-      .add_int("codebooks", 1, "G, quantizer codebooks (w2v-BERT: 1)", 1)
-      .add_int("codebook_entries", 1024, "V, entries per codebook (w2v-BERT: 1024)", 2)
-      .add_int("code_dim", 0, "quantized vector width (0 = the speech encoder's D)", 0)
-      .add_int("distractors", 100, "K, distractors per masked frame from the same utterance", 1)
-      .add_float("temperature", 0.1, "kappa: cosine similarity is divided by it", 1e-6)
-      .add_float("gumbel_start", 2.0, "Gumbel softmax temperature at step 0", 1e-6)
-      .add_float("gumbel_end", 0.5, "lowest Gumbel temperature", 1e-6)
-      .add_float("gumbel_decay", 0.999995, "temperature factor per step", 0, 1)
-      .add_float("contrastive_weight", 1.0, "weight of the contrastive loss", 0)
-      .add_float("diversity_weight", 0.1, "alpha, weight of the diversity loss (paper 0.1, Meta 0.2)", 0)
-      .add_float("mlm_weight", 1.0, "weight of the masked-prediction loss", 0);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<W2vBertLoss>(o, c);
-  };
-  return d;
+      "masked prediction of code ids at the top of the shared encoder",
+      OptionSchema()
+          .add_float("mask_prob", 0.065, "probability that a frame starts a masked span (w2v-BERT: 0.065)", 0, 1)
+          .add_int("mask_span", 10, "masked span length in subsampled frames (w2v-BERT: 10)", 1)
+          .add_choice("mask_replacement", "random", {"random", "learned"},
+                      "masked frames become random vectors (the paper) or a learned embedding (Meta's code)")
+          .add_int("codebooks", 1, "G, quantizer codebooks (w2v-BERT: 1)", 1)
+          .add_int("codebook_entries", 1024, "V, entries per codebook (w2v-BERT: 1024)", 2)
+          .add_int("code_dim", 0, "quantized vector width (0 = the speech encoder's D)", 0)
+          .add_int("distractors", 100, "K, distractors per masked frame from the same utterance", 1)
+          .add_float("temperature", 0.1, "kappa: cosine similarity is divided by it", 1e-6)
+          .add_float("gumbel_start", 2.0, "Gumbel softmax temperature at step 0", 1e-6)
+          .add_float("gumbel_end", 0.5, "lowest Gumbel temperature", 1e-6)
+          .add_float("gumbel_decay", 0.999995, "temperature factor per step", 0, 1)
+          .add_float("contrastive_weight", 1.0, "weight of the contrastive loss", 0)
+          .add_float("diversity_weight", 0.1, "alpha, weight of the diversity loss (paper 0.1, Meta 0.2)", 0)
+          .add_float("mlm_weight", 1.0, "weight of the masked-prediction loss", 0));
 }
 
 }  // namespace

@@ -75,20 +75,13 @@ class CharEmbedding final : public TextEmbedding {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Encoder;
-  d.name = "char_embedding";
-  d.version = "1.0.0";
-  d.description = "mSLAM text input: character embedding + sinusoidal positions + LayerNorm (core vocabulary ids)";
-  d.options
-      .add_int("vocab_size", 0,
-               "rows of the table; 0 = the data's vocabulary + 1 (for [MASK]); mSLAM uses a fixed 4096", 0)
-      .add_int("max_length", 512, "longest text in characters; longer rows are cut (mSLAM: 512)", 1)
-      .add_float("dropout", 0.0, "dropout after the LayerNorm", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<CharEmbedding>(o, c);
-  };
-  return d;
+  return describe_plugin<CharEmbedding>(PluginKind::TextEmbedding, "char_embedding", "1.0.0",
+      "mSLAM text input: character embedding + sinusoidal positions + LayerNorm (core vocabulary ids)",
+      OptionSchema()
+          .add_int("vocab_size", 0,
+                   "rows of the table; 0 = the data's vocabulary + 1 (for [MASK]); mSLAM uses a fixed 4096", 0)
+          .add_int("max_length", 512, "longest text in characters; longer rows are cut (mSLAM: 512)", 1)
+          .add_float("dropout", 0.0, "dropout after the LayerNorm", 0, 1));
 }
 
 }  // namespace

@@ -266,24 +266,17 @@ class SentencePieceEmbedding final : public TextEmbedding {
 };
 
 PluginDescriptor describe() {
-  PluginDescriptor d;
-  d.kind = PluginKind::Encoder;
-  d.name = "sentencepiece_embedding";
-  d.version = "1.0.0";
-  d.description = "SLAM text input: SentencePiece (trained at start-up or from a .model) + sinusoidal positions + LayerNorm";
-  d.options
-      .add_string("model", "",
-                  "SentencePiece .model file (relative to the working directory); \"\" = train one at start-up on "
-                  "the training texts")
-      .add_int("vocab_size", 8000, "pieces of a model trained at start-up, <unk> included (SLAM: 32000)", 2)
-      .add_choice("model_type", "unigram", {"unigram", "bpe", "char", "word"}, "SentencePiece algorithm for training")
-      .add_float("character_coverage", 1.0, "share of characters the trained model must cover", 0, 1)
-      .add_int("max_length", 512, "longest text in pieces; longer ones are cut", 1)
-      .add_float("dropout", 0.0, "dropout after the LayerNorm", 0, 1);
-  d.create = [](const Options& o, const BuildContext& c) -> std::shared_ptr<Component> {
-    return std::make_shared<SentencePieceEmbedding>(o, c);
-  };
-  return d;
+  return describe_plugin<SentencePieceEmbedding>(PluginKind::TextEmbedding, "sentencepiece_embedding", "1.0.0",
+      "SLAM text input: SentencePiece (trained at start-up or from a .model) + sinusoidal positions + LayerNorm",
+      OptionSchema()
+          .add_string("model", "",
+                      "SentencePiece .model file (relative to the working directory); \"\" = train one at start-up on "
+                      "the training texts")
+          .add_int("vocab_size", 8000, "pieces of a model trained at start-up, <unk> included (SLAM: 32000)", 2)
+          .add_choice("model_type", "unigram", {"unigram", "bpe", "char", "word"}, "SentencePiece algorithm for training")
+          .add_float("character_coverage", 1.0, "share of characters the trained model must cover", 0, 1)
+          .add_int("max_length", 512, "longest text in pieces; longer ones are cut", 1)
+          .add_float("dropout", 0.0, "dropout after the LayerNorm", 0, 1));
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #pragma once
 // The subcommands of the `workbench` executable.
+#include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace workbench::app {
@@ -12,9 +14,14 @@ struct RunArgs {
   bool dump_config = false;
   /// Build the model and losses, print and record the parameter counts, train nothing, load no data.
   bool dry_run = false;
+  /// --tag key=value (or a bare key): stored in the run store's tags table.
+  std::vector<std::pair<std::string, std::string>> tags;
 };
 /// `workbench run`. Returns the process exit code: 0 finished, 1 failed, 130 interrupted.
 int run_command(const RunArgs& args);
+
+/// `workbench runs [--db D] [--limit N]`: recent runs, newest first, with their headline metric.
+int runs_command(const std::string& db, std::size_t limit);
 
 struct InspectArgs {
   std::string file;

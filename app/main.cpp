@@ -20,6 +20,14 @@ int main(int argc, char** argv) {
   run_cmd->add_flag("--dump-config", run.dump_config, "print the resolved configuration and exit");
   run_cmd->add_flag("--dry-run", run.dry_run,
                     "build the model and losses, print and record the parameter counts; no data, no training");
+  std::vector<std::string> tags;
+  run_cmd->add_option("--tag", tags, "tag the run in the store, key=value or a bare key")->take_all()->expected(1);
+
+  std::string runs_db = "results/workbench.db";
+  std::size_t runs_limit = 20;
+  auto* runs_cmd = app.add_subcommand("runs", "list recent runs: id, name, kind, status, start, duration, headline");
+  runs_cmd->add_option("--db", runs_db, "SQLite run store")->capture_default_str();
+  runs_cmd->add_option("--limit", runs_limit, "how many")->capture_default_str();
 
   workbench::app::InspectArgs inspect;
   auto* inspect_cmd = app.add_subcommand("inspect-audio", "print an audio file's facts and filterbank shape");
@@ -37,13 +45,18 @@ int main(int argc, char** argv) {
 
   std::string new_kind, new_name, new_dir;
   auto* new_cmd = app.add_subcommand("new-plugin", "write a small out-of-tree plugin project to start from");
-  new_cmd->add_option("kind", new_kind, "plugin kind (loss)")->required();
+  new_cmd->add_option("kind", new_kind, "plugin kind: loss, encoder, text_embedding, dataset or evaluator")->required();
   new_cmd->add_option("name", new_name, "plugin name")->required();
   new_cmd->add_option("--dir", new_dir, "where to write it (default: ./NAME)");
 
   CLI11_PARSE(app, argc, argv);
+  for (const auto& t : tags) {
+    const auto eq = t.find('=');
+    run.tags.emplace_back(t.substr(0, eq), eq == std::string::npos ? "" : t.substr(eq + 1));
+  }
   try {
     if (*run_cmd) return workbench::app::run_command(run);
+    if (*runs_cmd) return workbench::app::runs_command(runs_db, runs_limit);
     if (*inspect_cmd) return workbench::app::inspect_audio_command(inspect);
     if (*plugins_cmd) return workbench::app::plugins_command(describe, plugin_dirs);
     if (*new_cmd) return workbench::app::new_plugin_command(new_kind, new_name, new_dir);

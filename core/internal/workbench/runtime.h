@@ -20,6 +20,8 @@ bool set_blas_threads(int threads);
 /// throws Interrupted, so the run is recorded as interrupted. A second Ctrl-C exits at once.
 void install_interrupt_handler();
 bool interrupt_requested();
+/// Forgets an earlier Ctrl-C (tests; a process that goes on after an interrupted run).
+void clear_interrupt();
 
 /// `git describe`-like revision of the workbench source this binary was built from ("unknown" if none).
 std::string workbench_git_revision();

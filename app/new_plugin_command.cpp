@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "workbench/error.h"
+#include "workbench/registry.h"
 
 namespace workbench::app {
 
@@ -54,7 +55,9 @@ class LanguageIdLoss final : public workbench::Loss {
   LanguageIdLoss(const workbench::Options& options, const workbench::BuildContext& context)
       : languages_(options.get_strings("languages")) {
     if (languages_.empty()) options.fail("languages", "needs at least one language");
-    head_ = Head(context.model_dim, static_cast<std::int64_t>(languages_.size()));
+    // It reads the speech encoder's output, whose width is speech_dim; model_dim is the shared
+    // encoder's, which differs from it whenever the experiment has one.
+    head_ = Head(context.speech_dim, static_cast<std::int64_t>(languages_.size()));
     head_->to(context.device);
   }
 
@@ -90,16 +93,9 @@ class LanguageIdLoss final : public workbench::Loss {
 };
 
 workbench::PluginDescriptor describe() {
-  workbench::PluginDescriptor d;
-  d.kind = workbench::PluginKind::Loss;
-  d.name = "@NAME@";
-  d.version = "0.1.0";
-  d.description = "spoken language identification from the pooled speech encoder output";
-  d.options.add_strings("languages", {"en", "es", "fr", "it", "ru"}, "the languages to tell apart");
-  d.create = [](const workbench::Options& o, const workbench::BuildContext& c) -> std::shared_ptr<workbench::Component> {
-    return std::make_shared<LanguageIdLoss>(o, c);
-  };
-  return d;
+  return workbench::describe_plugin<LanguageIdLoss>(
+      workbench::PluginKind::Loss, "@NAME@", "0.1.0", "spoken language identification from the pooled speech encoder output",
+      workbench::OptionSchema().add_strings("languages", {"en", "es", "fr", "it", "ru"}, "the languages to tell apart"));
 }
 
 }  // namespace
@@ -128,6 +124,17 @@ heads = 2
 layers = 1
 kernel_size = 7
 subsampling_channels = 8
+
+# A shared encoder narrower than the speech encoder: @NAME@ reads the speech encoder (64 wide), CTC the
+# shared encoder (48 wide).
+[model.shared_encoder]
+plugin = "conformer"
+frontend = "projection"
+d_model = 48
+ffn_dim = 96
+heads = 2
+layers = 1
+kernel_size = 7
 
 [objectives.ctc]
 plugin = "ctc"
@@ -168,9 +175,17 @@ int new_plugin_command(const std::string& kind, const std::string& name, const s
   write(dir / (name + ".cpp"), fill(kSource, name));
   write(dir / "experiment.toml", fill(kExperiment, name));
   fmt::print("wrote {}/{{CMakeLists.txt, {}.cpp, experiment.toml}}\n", dir.string(), name);
-  fmt::print("build:  cmake -S {0} -B {0}/build -DCMAKE_PREFIX_PATH=<workbench prefix> && cmake --build {0}/build\n",
-             dir.string());
-  fmt::print("run:    cd {} && workbench run experiment.toml\n", dir.string());
+  // The prefix this workbench runs from: <prefix>/lib/workbench/plugins holds its built-in plugins. In a
+  // build tree that is the build folder, whose CMake package is not installed: say so.
+  const fs::path prefix = fs::path(Registry::builtin_plugin_dir()).parent_path().parent_path().parent_path();
+  const bool installed = fs::exists(prefix / "lib" / "cmake" / "workbench" / "workbenchConfig.cmake");
+  const std::string where = installed ? fs::absolute(prefix).lexically_normal().string() : "<workbench prefix>";
+  fmt::print("build:  cmake -S {0} -B {0}/build -DCMAKE_PREFIX_PATH={1} && cmake --build {0}/build\n", dir.string(),
+             where);
+  if (!installed)
+    fmt::print("        (this workbench runs from a build tree; install it first: cmake --install <build> --prefix P)\n");
+  fmt::print("run:    cd {} && {} run experiment.toml\n", dir.string(),
+             installed ? (fs::absolute(prefix) / "bin" / "workbench").lexically_normal().string() : "workbench");
   return 0;
 }
 

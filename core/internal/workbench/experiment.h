@@ -9,7 +9,7 @@
 //   [data.<name>]             plugin = "<dataset>", batching keys (core) + the plugin's options
 //   [model]                   modality_embedding = true|false (core)
 //   [model.speech_encoder]    plugin = "<encoder>" + the plugin's options (filterbank -> contrastive vectors)
-//   [model.text_embedding]    plugin = "<text embedding>" + options (optional; needs a shared encoder)
+//   [model.text_embedding]    plugin = "<text_embedding plugin>" + options (optional; needs a shared encoder)
 //   [model.shared_encoder]    plugin = "<encoder>" + options (optional; speech, text or speech ++ text)
 //   [objectives.<name>]       plugin = "<loss>", weight, data + the plugin's options
 //   [evaluators.<name>]       plugin = "<evaluator>", data, every + the plugin's options
@@ -22,8 +22,10 @@
 #include <utility>
 #include <vector>
 
+#include "workbench/frontend_options.h"
 #include "workbench/options.h"
 #include "workbench/plugin.h"
+#include "workbench/trainer_options.h"
 
 namespace workbench {
 
@@ -51,8 +53,8 @@ struct ExperimentConfig {
   std::string description;
   std::int64_t seed = 1;
   std::vector<std::string> plugin_paths;  ///< absolute
-  Options frontend;
-  Options trainer;
+  FrontendOptions frontend;
+  TrainerOptions trainer;
   std::vector<ComponentConfig> data;
   ComponentConfig speech_encoder;
   ComponentConfig text_embedding;  ///< plugin empty when the experiment has none
@@ -102,9 +104,5 @@ class ExperimentFile {
   explicit ExperimentFile(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-/// The core's own schemas, for `workbench plugins --describe`-style help and for tests.
-const OptionSchema& frontend_schema();
-const OptionSchema& trainer_schema();
 
 }  // namespace workbench

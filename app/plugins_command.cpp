@@ -31,10 +31,10 @@ int plugins_command(const std::string& describe, const std::vector<std::string>&
     if (!found) throw ConfigError(fmt::format("no plugin named '{}' (see `workbench plugins`)", describe));
     return 0;
   }
-  fmt::print("{:<10} {:<12} {:<8} {:<60} {}\n", "KIND", "NAME", "VERSION", "PATH", "DESCRIPTION");
+  fmt::print("{:<14} {:<22} {:<8} {:<60} {}\n", "KIND", "NAME", "VERSION", "PATH", "DESCRIPTION");
   for (const auto* p : registry.plugins()) {
     const auto& d = p->descriptor;
-    fmt::print("{:<10} {:<12} {:<8} {:<60} {}\n", to_string(d.kind), d.name, d.version, p->path, d.description);
+    fmt::print("{:<14} {:<22} {:<8} {:<60} {}\n", to_string(d.kind), d.name, d.version, p->path, d.description);
   }
   return 0;
 }

@@ -1,0 +1,140 @@
+// `workbench run`: the runner's phases, with plugins from the registry and every fact recorded in the run
+// store, and the outcome (finished, failed or interrupted) recorded whatever happens.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "run_adapters.h"
+#include "workbench/error.h"
+#include "workbench/experiment.h"
+#include "workbench/runner.h"
+#include "workbench/runtime.h"
+#include "workbench/sha256.h"
+
+namespace workbench::app {
+
+namespace fs = std::filesystem;
+using results::RunStatus;
+using results::RunStore;
+
+namespace {
+
+std::string raw_file_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Run ids are per database, so two databases would share run-<id>: never reuse another run's folder.
+std::string checkpoint_folder(const std::string& root, std::int64_t run) {
+  fs::path dir = fs::path(root) / fmt::format("run-{}", run);
+  for (int n = 2; fs::exists(dir); ++n) dir = fs::path(root) / fmt::format("run-{}-{}", run, n);
+  return dir.string();
+}
+
+int fail(RunStore& store, std::int64_t run, const std::string& message, const std::string& db) {
+  store.finish_run(run, RunStatus::Failed, message);
+  std::fprintf(stderr, "\nerror: %s\n(recorded as failed run %lld in %s)\n", message.c_str(),
+               static_cast<long long>(run), db.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int run_command(const RunArgs& args) {
+  install_interrupt_handler();
+  const auto t_start = std::chrono::steady_clock::now();
+
+  // Resolve the configuration first: --dump-config must not touch the database.
+  Registry registry;
+  RegistryFactory factory(registry);
+  Runner runner(factory, RunnerOptions().overrides(args.overrides).dry_run(args.dry_run));
+  std::string config_error;
+  try {
+    ExperimentFile file = ExperimentFile::parse(args.experiment, args.overrides);
+    for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
+    for (const auto& d : file.plugin_paths()) registry.load_directory(d);
+    runner.resolve(file);
+  } catch (const Error& e) {
+    if (args.dump_config) throw;
+    config_error = e.what();
+  }
+  if (args.dump_config) {
+    std::fputs(runner.config().resolved_toml.c_str(), stdout);
+    return 0;
+  }
+
+  RunStore store(args.db);
+  results::RunInfo info = base_run_info(args.experiment);
+  info.kind = args.dry_run ? "dry-run" : "train";
+  info.tags = args.tags;
+  if (!config_error.empty()) {
+    // Nothing is lost: even a run whose file does not parse is recorded, with the text it had.
+    info.experiment_name = fs::path(args.experiment).stem().string();
+    info.config_toml = raw_file_text(args.experiment);
+    info.device = "none";
+    const auto run = store.begin_run(info);
+    return fail(store, run, config_error, args.db);
+  }
+  const ExperimentConfig& cfg = runner.config();
+  describe_config(info, cfg);
+
+  std::string device_error;
+  try {
+    runner.configure_runtime();
+  } catch (const Error& e) {
+    device_error = e.what();
+  }
+  info.device = device_error.empty() ? runner.runtime().device.str() : cfg.trainer.device() + " (unavailable)";
+  const std::int64_t run = store.begin_run(info);
+  if (!device_error.empty()) return fail(store, run, device_error, args.db);
+  const RuntimeInfo& rt = runner.runtime();
+
+  std::fprintf(stderr, "workbench run %lld: %s (%s)\n", static_cast<long long>(run), cfg.name.c_str(),
+               args.experiment.c_str());
+  std::fprintf(stderr, "  LibTorch %s, device %s, %d intra-op threads; BLAS: %s%s%s\n", info.torch_version.c_str(),
+               info.device.c_str(), rt.threads, rt.blas.c_str(), rt.blas_path.empty() ? "" : " at ", rt.blas_path.c_str());
+  if (rt.reference_blas)
+    std::fprintf(stderr,
+                 "  WARNING: LibTorch is using the reference BLAS, about 17x slower than OpenBLAS here. Install "
+                 "libopenblas0-pthread (scripts/install-deps.sh does) or select it with update-alternatives "
+                 "--config libblas.so.3-$(dpkg-architecture -qDEB_HOST_MULTIARCH).\n");
+
+  StoreRecorder recorder(store, run);
+  try {
+    store.add_params(run, to_params(cfg.flat));
+    record_plugins(store, run, registry, runner);
+    const std::string ckpt_dir = args.dry_run ? "" : checkpoint_folder(cfg.trainer.checkpoint_dir(), run);
+    TrainResult result = runner.run(recorder, ckpt_dir);
+    store.finish_run(run, RunStatus::Finished);
+    if (args.dry_run) {
+      std::fprintf(stderr, "dry run %lld recorded in %s\n", static_cast<long long>(run), args.db.c_str());
+      return 0;
+    }
+    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    std::fprintf(stderr, "run %lld finished: %lld steps, %.1f s training, %.1f s in all; checkpoint %s/final.pt\n",
+                 static_cast<long long>(run), static_cast<long long>(result.steps), result.train_seconds, total_s,
+                 ckpt_dir.c_str());
+    for (const auto& [k, v] : result.final_metrics)
+      if (k.find('/', k.find('/') + 1) == std::string::npos) std::fprintf(stderr, "  %-16s %.4f\n", k.c_str(), v);
+    std::fprintf(stderr, "  sqlite3 %s \"SELECT key, step, value FROM metrics WHERE run_id = %lld\"\n", args.db.c_str(),
+                 static_cast<long long>(run));
+    return 0;
+  } catch (const Interrupted& e) {
+    store.finish_run(run, RunStatus::Interrupted, e.what());
+    std::fprintf(stderr, "\nrun %lld interrupted (recorded in %s)\n", static_cast<long long>(run), args.db.c_str());
+    return 130;
+  } catch (const c10::Error& e) {
+    return fail(store, run, e.what_without_backtrace(), args.db);
+  } catch (const std::exception& e) {
+    return fail(store, run, e.what(), args.db);
+  }
+}
+
+}  // namespace workbench::app

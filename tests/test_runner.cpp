@@ -1,0 +1,281 @@
+// The runner's phases, each on its own: resolve, runtime, data (features computed once), model,
+// components, capability connection (and its errors, raised before any optimizer exists), trainer and
+// training, with every fact going to a RunRecorder. The plugins are the real built-in ones.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_support.h"
+#include "workbench/error.h"
+#include "workbench/registry.h"
+#include "workbench/runner.h"
+
+#include <catch2/catch.hpp>
+
+namespace fs = std::filesystem;
+using namespace workbench;
+using namespace workbench::testing;
+using Catch::Matchers::Contains;
+
+namespace {
+
+class BuiltinPlugins final : public ComponentFactory {
+ public:
+  BuiltinPlugins() { registry_.load_directory(Registry::builtin_plugin_dir()); }
+  const OptionSchema& schema(PluginKind kind, const std::string& name, const std::string& where) override {
+    return registry_.get(kind, name, where).descriptor.options;
+  }
+  std::shared_ptr<Component> create(PluginKind kind, const std::string& name, const Options& options,
+                                    const BuildContext& context) override {
+    ++created[name];
+    return registry_.create(kind, name, options, context);
+  }
+  std::map<std::string, int> created;
+
+ private:
+  Registry registry_;
+};
+
+class MemoryRecorder final : public RunRecorder {
+ public:
+  void record(std::int64_t step, const Metrics& metrics) override {
+    for (const auto& [k, v] : metrics) values[k][step] = v;
+  }
+  void record_params(const std::vector<std::pair<std::string, OptionValue>>& p) override {
+    for (const auto& [k, v] : p) params[k] = v;
+  }
+  void record_checkpoint(const CheckpointInfo& c) override { checkpoints.push_back(c); }
+  void remove_checkpoint(const std::string& path) override { removed.push_back(path); }
+  std::map<std::string, std::map<std::int64_t, double>> values;
+  std::map<std::string, OptionValue> params;
+  std::vector<CheckpointInfo> checkpoints;
+  std::vector<std::string> removed;
+};
+
+bool have_asterisk() { return fs::exists("/usr/share/asterisk/sounds/en"); }
+
+/// A joint model small enough for a dry run in a second: speech encoder 32 wide, shared encoder 24.
+const std::string kJoint = R"(
+[experiment]
+name = "runner-joint"
+
+[data.train]
+plugin = "asterisk"
+languages = ["en"]
+max_per_language = 6
+batch_seconds = 30.0
+
+[data.dev]
+plugin = "asterisk"
+split = "dev"
+languages = ["en"]
+max_per_language = 3
+
+[model.speech_encoder]
+plugin = "conformer"
+d_model = 32
+ffn_dim = 64
+heads = 2
+layers = 1
+kernel_size = 7
+subsampling_channels = 8
+
+[model.shared_encoder]
+plugin = "conformer"
+frontend = "projection"
+d_model = 24
+ffn_dim = 48
+heads = 2
+layers = 1
+kernel_size = 7
+
+[model.text_embedding]
+plugin = "char_embedding"
+
+[objectives.w2v_bert]
+plugin = "w2v_bert"
+codebooks = 2
+codebook_entries = 8
+distractors = 4
+
+[objectives.tlm]
+plugin = "tlm"
+
+[objectives.ctc]
+plugin = "ctc"
+
+[evaluators.asr]
+plugin = "asr"
+
+[trainer]
+steps = 2
+warmup_steps = 1
+log_every = 1
+threads = 2
+progress = "none"
+)";
+
+ExperimentFile joint(const std::vector<std::string>& overrides = {}) {
+  return ExperimentFile::parse_text(kJoint, "runner.toml", overrides);
+}
+
+/// Resolves and builds up to the created components (a dry run: no data).
+void build_dry(Runner& runner, const ExperimentFile& file) {
+  runner.resolve(file);
+  runner.configure_runtime();
+  runner.prepare_data();
+  runner.build_model();
+  runner.create_components();
+}
+
+}  // namespace
+
+TEST_CASE("runner: resolve alone gives the config, with the plugins it names", "[runner]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  const auto& cfg = runner.resolve(joint({"trainer.lr=0.002"}));
+  CHECK(cfg.name == "runner-joint");
+  CHECK(cfg.trainer.lr() == 0.002);
+  CHECK(cfg.text_embedding.kind == PluginKind::TextEmbedding);
+  const auto used = runner.plugins_used();
+  CHECK(used.size() == 7);  // asterisk, conformer (once), char_embedding, w2v_bert, tlm, ctc, asr
+  CHECK(plugins.created.empty());  // resolving builds nothing
+  // A text embedding named as an encoder is refused when the config is resolved, not later.
+  Runner other(plugins, RunnerOptions().dry_run(true).verbose(false));
+  CHECK_THROWS_WITH(other.resolve(joint({"model.text_embedding.plugin=conformer"})),
+                    Contains("unknown text_embedding plugin 'conformer'"));
+}
+
+TEST_CASE("runner: phases refuse to run out of order", "[runner]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  CHECK_THROWS_AS(runner.configure_runtime(), std::logic_error);
+  runner.resolve(joint());
+  CHECK_THROWS_AS(runner.prepare_data(), std::logic_error);
+  runner.configure_runtime();
+  CHECK_THROWS_AS(runner.build_model(), std::logic_error);
+  runner.prepare_data();
+  CHECK_THROWS_AS(runner.create_components(), std::logic_error);
+  runner.build_model();
+  CHECK_THROWS_AS(runner.connect(), std::logic_error);
+}
+
+TEST_CASE("runner: build_model makes the parts with the dimensions between them", "[runner]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  runner.resolve(joint());
+  runner.configure_runtime();
+  runner.prepare_data();
+  CHECK(runner.data().empty());  // a dry run loads nothing
+  runner.build_model();
+  auto& m = runner.model();
+  REQUIRE(m.speech_encoder);
+  REQUIRE(m.shared_encoder);
+  REQUIRE(m.text_embedding);
+  CHECK(m.speech_encoder->output_dim() == 32);
+  CHECK(m.shared_encoder->output_dim() == 24);
+  CHECK(m.text_embedding->output_dim() == 24);
+  CHECK(plugins.created["conformer"] == 2);
+}
+
+TEST_CASE("runner: connect gives TLM w2v-BERT's codes and sizes its speech head from them", "[runner][capabilities]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  build_dry(runner, joint());
+  auto& tlm = runner.objectives().at(1);
+  REQUIRE(tlm.name == "tlm");
+  auto head_rows = [&]() -> std::int64_t {
+    for (const auto& p : tlm.loss->module()->named_parameters())
+      if (p.key() == "speech_head.weight") return p.value().size(0);
+    return 0;
+  };
+  CHECK(head_rows() == 0);  // not before connect: its size comes from the provider
+  runner.connect();
+  CHECK(head_rows() == 2 * 8);  // G x V of [objectives.w2v_bert]
+  // The counts include it.
+  bool counted = false;
+  for (const auto& [name, n] : runner.parameter_counts())
+    if (name == "objectives.tlm") counted = n > 0;
+  CHECK(counted);
+}
+
+TEST_CASE("runner: a missing capability is a ConfigError at connect, saying what to add", "[runner][capabilities]") {
+  BuiltinPlugins plugins;
+  {
+    Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+    // No w2v_bert objective: its table is renamed, so that tlm's default provider is missing.
+    auto file = ExperimentFile::parse_text(
+        std::string(kJoint).replace(kJoint.find("[objectives.w2v_bert]"), 21, "[objectives.quantizer]"), "r.toml");
+    build_dry(runner, file);
+    const std::string msg = error_message<ConfigError>([&] { runner.connect(); });
+    CHECK_THAT(msg, Contains("tlm") && Contains("speech codes") && Contains("'w2v_bert'") &&
+                        Contains("add a w2v_bert objective") && Contains("code_provider = \"\""));
+  }
+  {
+    Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+    build_dry(runner, joint({"objectives.tlm.code_provider=ctc"}));
+    CHECK_THROWS_WITH(runner.connect(), Contains("objective 'ctc' (plugin ctc) gives no speech codes"));
+  }
+  {
+    Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+    build_dry(runner, joint({"evaluators.asr.predictor=w2v_bert"}));
+    CHECK_THROWS_WITH(runner.connect(), Contains("asr") && Contains("gives no frame posteriors"));
+  }
+  {
+    Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+    build_dry(runner, joint({"evaluators.asr.predictor=nope"}));
+    CHECK_THROWS_WITH(runner.connect(), Contains("frame posteriors") && Contains("add a ctc objective") &&
+                                            Contains("objectives: w2v_bert, tlm, ctc"));
+  }
+  {
+    // A text-only TLM needs no provider.
+    Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+    build_dry(runner, joint({"objectives.tlm.code_provider=\"\""}));
+    CHECK_NOTHROW(runner.connect());
+  }
+}
+
+TEST_CASE("runner: the phases on real data, features prepared once, facts to the recorder", "[runner][asterisk]") {
+  if (!have_asterisk()) {
+    WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");
+    return;
+  }
+  TempDir dir("wbtest_runner_");
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().verbose(false));
+  runner.resolve(joint());
+  runner.configure_runtime();
+  runner.prepare_data();
+  // Three objectives train on [data.train]: it is loaded and featurised once.
+  CHECK(plugins.created["asterisk"] == 2);  // train and dev, once each
+  REQUIRE(runner.data().size() == 2);
+  const auto& train = runner.data().at("train");
+  CHECK(train.size() > 0);
+  CHECK(train.features.size() == train.size());
+  CHECK(runner.vocabulary()->size() > 10);
+  runner.build_model();
+  runner.create_components();
+  runner.connect();
+  MemoryRecorder recorder;
+  Trainer& trainer = runner.make_trainer(recorder, dir.file("ckpt"));
+  CHECK(trainer.parameters().size() > 0);
+  const TrainResult result = runner.train();
+  CHECK(result.steps == 2);
+  CHECK(recorder.values.count("train/loss") == 1);
+  CHECK(recorder.values.count("tlm/speech_loss") == 1);  // connected: TLM predicts the codes too
+  CHECK(recorder.values.count("dev/cer") == 1);
+  CHECK(recorder.values["dev/cer"].count(0) == 1);
+  CHECK(recorder.values["dev/cer"].count(2) == 1);
+  REQUIRE(recorder.checkpoints.size() == 1);
+  CHECK(recorder.checkpoints[0].kind == "final");
+  CHECK(recorder.checkpoints[0].path == dir.file("ckpt") + "/final.pt");
+  CHECK(fs::exists(recorder.checkpoints[0].path));
+  CHECK(std::get<std::string>(recorder.params.at("derived.headline_metric")) == "dev/cer");
+  CHECK(std::get<std::int64_t>(recorder.params.at("derived.steps_done")) == 2);
+  CHECK(recorder.params.count("derived.data.train.hours") == 1);
+  CHECK(recorder.params.count("derived.parameters.model") == 1);
+  CHECK(recorder.params.count("runtime.threads") == 1);
+}
