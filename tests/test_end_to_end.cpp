@@ -131,13 +131,15 @@ shuffle = false
 )") + kTinyModel + trainer_section(dir, 20));
 
   // --dump-config prints the resolved configuration and touches no database.
-  CommandResult dump = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--dump-config", "--db", db});
+  CommandResult dump = run_workbench(
+      dir, {"run", exp, "--set", "trainer.steps=4", "--set", "trainer.checkpoint_every=2", "--dump-config", "--db", db});
   INFO(dump.err);
   REQUIRE(dump.exit_code == 0);
   CHECK_THAT(dump.out, Contains("steps = 4") && Contains("[model.speech_encoder]"));
   CHECK_FALSE(fs::exists(db));
 
-  CommandResult run = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--db", db});
+  CommandResult run = run_workbench(dir, {"run", exp, "--set", "trainer.steps=4", "--set", "trainer.checkpoint_every=2",
+                                          "--tag", "study=e2e", "--tag", "smoke", "--db", db});
   INFO(run.err);
   REQUIRE(run.exit_code == 0);
   REQUIRE(fs::exists(db));
@@ -244,6 +246,27 @@ shuffle = false
   torch::Tensor head;
   CHECK(archive.try_read("objectives.ctc.project.weight", head));
   CHECK(head.size(1) == 32);
+
+  // Every checkpoint is in the store with its step and sha256: the periodic one at step 2 (step 4 is the
+  // end, whose checkpoint is final.pt), and the final one.
+  auto checkpoints = store.checkpoints(r.id);
+  REQUIRE(checkpoints.size() == 2);
+  CHECK(checkpoints[0].kind == "periodic");
+  CHECK(checkpoints[0].step == 2);
+  CHECK(checkpoints[0].path == dir.file("checkpoints") + "/run-" + id + "/step-2.pt");
+  CHECK(checkpoints[1].kind == "final");
+  CHECK(checkpoints[1].path == ckpt);
+  CHECK(checkpoints[1].sha256 == workbench::sha256_file(ckpt));
+  CHECK(store.tags(r.id) == std::vector<std::pair<std::string, std::string>>{{"smoke", ""}, {"study", "e2e"}});
+  // The revision the binary was built from, fixed at build time.
+  CHECK_FALSE(r.git_revision.empty());
+
+  // `workbench runs` lists it with its headline metric (the first averaged evaluation metric).
+  CommandResult listed = run_workbench(dir, {"runs", "--db", db});
+  INFO(listed.err);
+  REQUIRE(listed.exit_code == 0);
+  CHECK_THAT(listed.out, Contains("ID") && Contains("HEADLINE"));
+  CHECK_THAT(listed.out, Contains("e2e") && Contains("train") && Contains("finished") && Contains("dev/cer "));
 }
 
 TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e][manifest]") {

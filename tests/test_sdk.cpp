@@ -187,7 +187,42 @@ TEST_CASE("sdk: new-plugin writes a project that builds, loads and runs", "[sdk]
   auto runs = store.runs();
   REQUIRE(runs.size() == 1);
   CHECK(runs[0].status == "finished");
-  CHECK(store.metrics(runs[0].id, "my_lid/accuracy").size() == 5);
+  CHECK(store.metrics(runs[0].id, "my_lid/accuracy").size() == 3);  // trainer.steps = 3, logged every step
+}
+
+TEST_CASE("sdk: new-plugin has a starter for every other kind, each builds, loads and runs", "[sdk]") {
+  TempDir tmp;
+  const std::string wb = (installed_sdk() / "bin/workbench").string();
+  struct Kind {
+    std::string kind, name, metric;  // a metric its experiment records
+  };
+  for (const Kind& k : {Kind{"encoder", "my_lstm", "ctc/loss"}, Kind{"text_embedding", "my_bytes", "span_bert/loss"},
+                        Kind{"dataset", "my_prompts", "ctc/loss"}, Kind{"evaluator", "my_blanks", "dev/blank_share"}}) {
+    INFO(k.kind);
+    const fs::path dir = tmp.path / k.name;
+    auto made = sh("'" + wb + "' new-plugin " + k.kind + " " + k.name + " --dir '" + dir.string() + "'");
+    INFO(made.output);
+    REQUIRE(made.code == 0);
+    build_against_sdk(dir, dir / "build");
+    auto listed = sh("'" + wb + "' plugins --path '" + (dir / "build").string() + "' --describe " + k.name);
+    INFO(listed.output);
+    REQUIRE(listed.code == 0);
+    CHECK_THAT(listed.output, Contains(k.kind + " plugin '" + k.name + "' 0.1.0"));
+    if (!have_asterisk()) continue;
+    const fs::path db = tmp.path / (k.name + ".db");
+    auto run = sh("cd '" + dir.string() + "' && '" + wb + "' run experiment.toml --db '" + db.string() +
+                  "' --set trainer.progress=none");
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    workbench::results::RunStore store(db.string());
+    auto runs = store.runs();
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0].status == "finished");
+    CHECK_FALSE(store.metrics(runs[0].id, k.metric).empty());
+  }
+  auto unknown = sh("'" + wb + "' new-plugin sampler x --dir '" + (tmp.path / "x").string() + "'");
+  CHECK(unknown.code != 0);
+  CHECK_THAT(unknown.output, Contains("loss, encoder, text_embedding, dataset, evaluator"));
 }
 
 TEST_CASE("sdk: plugins --describe prints each option's type, default and documentation", "[sdk]") {

@@ -528,15 +528,14 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
     std::int64_t total = 0;
     for (const auto& sg : cfg.stages) total += sg.steps;
     // The resolved config writes the sum back, so an equal trainer.steps is fine.
-    if (trainer.origin("steps") != "default" && trainer.get_int("steps") != total)
+    if (trainer.origin("steps") != "default" && TrainerOptions::from(trainer).steps() != total)
       trainer.fail("steps", fmt::format("the [[stages]] add up to {} steps; remove trainer.steps", total));
     trainer.set("steps", total, "sum of [[stages]] steps");
   }
 
   if (cfg.objectives.empty())
     throw ConfigError(fmt::format("{}: the experiment needs at least one [objectives.<name>] table", im.path));
-  auto check_data = [&](const ComponentConfig& c) {
-    const std::string& d = c.core.get_string("data");
+  auto check_data = [&](const ComponentConfig& c, const std::string& d) {
     if (!cfg.find_data(d)) {
       std::string known;
       for (const auto& x : cfg.data) known += (known.empty() ? "" : ", ") + x.name;
@@ -545,8 +544,8 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   };
   cfg.frontend = FrontendOptions::from(frontend);
   cfg.trainer = TrainerOptions::from(trainer);
-  for (const auto& o : cfg.objectives) check_data(o);
-  for (const auto& e : cfg.evaluators) check_data(e);
+  for (const auto& o : cfg.objectives) check_data(o, ObjectiveOptions::from(o.core).data());
+  for (const auto& e : cfg.evaluators) check_data(e, EvaluatorOptions::from(e.core).data());
 
   // Render the resolved configuration; the same walk produces the flat params.
   std::string& out = cfg.resolved_toml;

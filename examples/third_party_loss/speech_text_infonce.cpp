@@ -72,7 +72,7 @@ class SpeechTextInfoNce final : public workbench::Loss {
   Towers towers_{nullptr};
 };
 
-workbench::workbench::PluginDescriptor describe() {
+workbench::PluginDescriptor describe() {
   return workbench::describe_plugin<SpeechTextInfoNce>(workbench::PluginKind::Loss, "speech_text_infonce", "0.1.0",
       "InfoNCE alignment of pooled speech and text embeddings of paired data (third-party example)",
       workbench::OptionSchema()

@@ -1,5 +1,5 @@
 #pragma once
-// Error types shared by the core, the registry and plugins.
+// Error types shared by the core, the plugin loader and plugins.
 //
 // Every class here has an out-of-line destructor in libworkbench_core (the key function), so that its
 // typeinfo lives in one library and `catch (const workbench::ConfigError&)` works for exceptions thrown

@@ -14,8 +14,8 @@
 //   train            the loop, periodic and final checkpoints, everything reported to a RunRecorder
 //
 // `workbench run` and the tests use it; so will `eval`, `sweep` and each distributed rank. The runner
-// knows neither the plugin registry nor the run store: it reaches them through the two small interfaces
-// below, which the app implements.
+// knows neither the plugin loader nor the database of runs: it reaches them through the two small
+// interfaces below, which the app implements.
 #include <cstdint>
 #include <map>
 #include <memory>
