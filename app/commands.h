@@ -1,6 +1,8 @@
 #pragma once
 // The subcommands of the `workbench` executable.
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +18,8 @@ struct RunArgs {
   bool dry_run = false;
   /// --tag key=value (or a bare key): stored in the run store's tags table.
   std::vector<std::pair<std::string, std::string>> tags;
+  /// --parent ID: the run this one continues or fine-tunes (also found from trainer.init_checkpoint).
+  std::optional<std::int64_t> parent;
 };
 /// `workbench run`. Returns the process exit code: 0 finished, 1 failed, 130 interrupted.
 int run_command(const RunArgs& args);

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
                     "build the model and losses, print and record the parameter counts; no data, no training");
   std::vector<std::string> tags;
   run_cmd->add_option("--tag", tags, "tag the run in the store, key=value or a bare key")->take_all()->expected(1);
+  std::int64_t parent = 0;
+  auto* parent_opt = run_cmd->add_option("--parent", parent, "the run this one starts from (recorded as its parent)");
 
   std::string runs_db = "results/workbench.db";
   std::size_t runs_limit = 20;
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
     const auto eq = t.find('=');
     run.tags.emplace_back(t.substr(0, eq), eq == std::string::npos ? "" : t.substr(eq + 1));
   }
+  if (*parent_opt) run.parent = parent;
   try {
     if (*run_cmd) return workbench::app::run_command(run);
     if (*runs_cmd) return workbench::app::runs_command(runs_db, runs_limit);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -31,11 +32,26 @@ std::string raw_file_text(const std::string& path) {
   return ss.str();
 }
 
-// Run ids are per database, so two databases would share run-<id>: never reuse another run's folder.
+// Run ids are per database, so two databases would share run-<id>: claim a folder no other run has, by
+// creating it (create_directory is atomic: of two runs racing for one name, one gets it).
 std::string checkpoint_folder(const std::string& root, std::int64_t run) {
+  fs::create_directories(root);
   fs::path dir = fs::path(root) / fmt::format("run-{}", run);
-  for (int n = 2; fs::exists(dir); ++n) dir = fs::path(root) / fmt::format("run-{}-{}", run, n);
+  for (int n = 2; !fs::create_directory(dir); ++n) dir = fs::path(root) / fmt::format("run-{}-{}", run, n);
   return dir.string();
+}
+
+// The run that wrote `checkpoint`, when this store recorded it.
+std::optional<std::int64_t> run_of_checkpoint(const RunStore& store, const std::string& checkpoint) {
+  std::string quoted;
+  for (char c : checkpoint) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  const std::string absolute = fs::absolute(checkpoint).lexically_normal().string();
+  std::string quoted_abs;
+  for (char c : absolute) quoted_abs += c == '\'' ? std::string("''") : std::string(1, c);
+  auto rows = store.query_rows("SELECT run_id FROM checkpoints WHERE path IN ('" + quoted + "', '" + quoted_abs +
+                               "') ORDER BY run_id DESC LIMIT 1").rows;
+  if (rows.empty() || !rows[0][0]) return std::nullopt;
+  return std::stoll(*rows[0][0]);
 }
 
 int fail(RunStore& store, std::int64_t run, const std::string& message, const std::string& db) {
@@ -84,6 +100,10 @@ int run_command(const RunArgs& args) {
   }
   const ExperimentConfig& cfg = runner.config();
   describe_config(info, cfg);
+  // A run that starts from another's weights is its child.
+  info.parent_run = args.parent;
+  if (!info.parent_run && !cfg.trainer.init_checkpoint().empty())
+    info.parent_run = run_of_checkpoint(store, cfg.trainer.init_checkpoint());
 
   std::string device_error;
   try {
@@ -107,10 +127,18 @@ int run_command(const RunArgs& args) {
                  "--config libblas.so.3-$(dpkg-architecture -qDEB_HOST_MULTIARCH).\n");
 
   StoreRecorder recorder(store, run);
+  std::string ckpt_dir;
+  // A run that ends before writing a checkpoint leaves no empty folder behind (nor an empty root).
+  auto drop_empty_folders = [&] {
+    if (ckpt_dir.empty()) return;
+    std::error_code ec;
+    fs::remove(ckpt_dir, ec);
+    fs::remove(fs::path(ckpt_dir).parent_path(), ec);
+  };
   try {
     store.add_params(run, to_params(cfg.flat));
     record_plugins(store, run, registry, runner);
-    const std::string ckpt_dir = args.dry_run ? "" : checkpoint_folder(cfg.trainer.checkpoint_dir(), run);
+    if (!args.dry_run) ckpt_dir = checkpoint_folder(cfg.trainer.checkpoint_dir(), run);
     TrainResult result = runner.run(recorder, ckpt_dir);
     store.finish_run(run, RunStatus::Finished);
     if (args.dry_run) {
@@ -127,12 +155,15 @@ int run_command(const RunArgs& args) {
                  static_cast<long long>(run));
     return 0;
   } catch (const Interrupted& e) {
+    drop_empty_folders();
     store.finish_run(run, RunStatus::Interrupted, e.what());
     std::fprintf(stderr, "\nrun %lld interrupted (recorded in %s)\n", static_cast<long long>(run), args.db.c_str());
     return 130;
   } catch (const c10::Error& e) {
+    drop_empty_folders();
     return fail(store, run, e.what_without_backtrace(), args.db);
   } catch (const std::exception& e) {
+    drop_empty_folders();
     return fail(store, run, e.what(), args.db);
   }
 }

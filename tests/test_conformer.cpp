@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "../plugins/encoder/conformer/conformer_block.cpp"  // NOLINT(bugprone-suspicious-include)
+#include "../plugins/encoder/conformer/conformer_block.h"
 #include "../plugins/encoder/conformer/relative_position.h"
 #include "workbench/encoder.h"
 #include "workbench/error.h"
@@ -189,6 +189,60 @@ TEST_CASE("outputs at valid frames ignore padding, in every position mode", "[co
     auto alone = encoder->forward(features[1].narrow(0, 0, 61).unsqueeze(0), lengths.narrow(0, 1, 1));
     REQUIRE(alone.x.size(1) == valid);
     CHECK(torch::allclose(out.x[1].narrow(0, 0, valid), alone.x[0], 1e-4, 1e-5));
+  }
+}
+
+TEST_CASE("in training, a row's output does not depend on its padding or its neighbours, for every conv_norm",
+          "[conformer][padding]") {
+  // Below the frontend: encode() of (B, T', D) vectors, dropout off so that training mode is deterministic.
+  // Group and layer norm take statistics per row, so a row batched alone must match the same row beside
+  // one four times longer. Batch norm takes them over the batch's valid frames, so a neighbour changes them
+  // by design; there the row must not depend on how much padding follows it, and the running statistics
+  // must be those of its valid frames.
+  for (const std::string norm : {"group", "layer", "batch"}) {
+    INFO("conv_norm = " << norm);
+    torch::manual_seed(5);
+    auto o = tiny_options("none");
+    o.set("conv_norm", norm, "test");
+    o.set("dropout", 0.0, "test");
+    o.set("layers", std::int64_t{2}, "test");
+    auto encoder = make_encoder(o);
+    encoder->module().train(true);
+    const std::int64_t L = 12, D = 32;
+    auto row = torch::randn({1, L, D});
+    auto alone = encoder->encode({row, torch::tensor(std::vector<std::int64_t>{L})});
+    if (norm != "batch") {
+      auto longer = torch::randn({1, 4 * L, D}) * 3 + 1;
+      auto both = torch::cat({torch::cat({row, torch::zeros({1, 3 * L, D})}, 1), longer}, 0);
+      auto out = encoder->encode({both, torch::tensor(std::vector<std::int64_t>{L, 4 * L})});
+      CHECK(torch::allclose(out.x[0].narrow(0, 0, L), alone.x[0], 1e-5, 1e-5));
+    } else {
+      auto running = [&]() {
+        std::vector<torch::Tensor> out;
+        for (const auto& b : encoder->module().named_buffers())
+          if (b.key().find("running_") != std::string::npos) out.push_back(b.value().clone());
+        return out;
+      };
+      // Fresh running statistics for each variant: reset them to their initial values.
+      auto reset = [&]() {
+        torch::NoGradGuard no_grad;
+        for (auto& b : encoder->module().named_buffers()) {
+          if (b.key().find("running_mean") != std::string::npos) b.value().zero_();
+          if (b.key().find("running_var") != std::string::npos) b.value().fill_(1.0);
+        }
+      };
+      reset();
+      auto alone_again = encoder->encode({row, torch::tensor(std::vector<std::int64_t>{L})});
+      const auto stats_alone = running();
+      reset();
+      auto padded = torch::cat({row, torch::randn({1, 3 * L, D}) * 4}, 1);
+      auto out = encoder->encode({padded, torch::tensor(std::vector<std::int64_t>{L})});
+      const auto stats_padded = running();
+      CHECK(torch::allclose(out.x[0].narrow(0, 0, L), alone_again.x[0], 1e-5, 1e-5));
+      REQUIRE(stats_alone.size() == stats_padded.size());
+      REQUIRE(stats_alone.size() == 4);  // mean and variance of two blocks
+      for (std::size_t i = 0; i < stats_alone.size(); ++i) CHECK(torch::allclose(stats_alone[i], stats_padded[i], 1e-5, 1e-6));
+    }
   }
 }
 

@@ -117,6 +117,13 @@ Batch make_batch(const torch::Tensor& logits, const std::vector<std::int64_t>& f
   return b;
 }
 
+double metric_of(const LossOutput& out, const std::string& name) {
+  for (const auto& [k, v] : out.metrics)
+    if (k == name) return v.item<double>();
+  FAIL("no metric " << name);
+  return 0;
+}
+
 double loss_of(Loss& loss, const Batch& batch) {
   ModelParts model = pass_through_model();
   return loss.compute(batch, model, StepInfo{}).loss.item<double>();
@@ -199,10 +206,17 @@ TEST_CASE("ctc: frames past a row's length are ignored", "[ctc]") {
   CHECK(loss_of(*loss, batch) == Approx((full + alone) / 2).epsilon(1e-5));
 }
 
-TEST_CASE("ctc: an impossible alignment contributes zero, not infinity", "[ctc]") {
+TEST_CASE("ctc: an impossible alignment contributes zero, not infinity, and is counted", "[ctc]") {
   // "aa" needs three frames (a, blank, a); with two it is impossible, and zero_infinity makes it 0.
   auto loss = make_ctc();
   CHECK(loss_of(*loss, make_batch(torch::zeros({1, 2, 3}), {2}, {{kA, kA}})) == 0.0);
+  // So that a zero is never taken for a perfect fit, the infeasible rows are reported. Rows: "aa" in 2
+  // frames (needs 3: infeasible), "aa" in 3 (fits), "au" in 2 (no repeat: fits), "aua" in 2 (needs 3).
+  ModelParts model = pass_through_model();
+  auto out = loss->compute(make_batch(torch::zeros({4, 3, 3}), {2, 3, 2, 2}, {{kA, kA}, {kA, kA}, {kA, 1}, {kA, 1, kA}}),
+                           model, StepInfo{});
+  CHECK(metric_of(out, "infeasible_utterances") == 2.0);
+  CHECK(metric_of(out, "infeasible_share") == Approx(0.5));
 }
 
 TEST_CASE("ctc: the gradient reaches the head's parameters", "[ctc]") {
@@ -262,7 +276,7 @@ TEST_CASE("ctc: metrics are the loss and the blank share", "[ctc]") {
   // Frame 0 prefers blank, frame 1 prefers a.
   auto logits = torch::tensor({3.0f, 0.0f, 0.0f, 0.0f, 0.0f, 3.0f}).reshape({1, 2, 3});
   auto out = loss->compute(make_batch(logits, {2}, {{kA}}), model, StepInfo{});
-  REQUIRE(out.metrics.size() == 2);
+  REQUIRE(out.metrics.size() == 4);
   CHECK(out.metrics[0].first == "loss");
   CHECK(out.metrics[0].second.item<double>() == Approx(out.loss.item<double>()));
   CHECK_FALSE(out.metrics[0].second.requires_grad());

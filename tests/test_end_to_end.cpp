@@ -147,7 +147,7 @@ shuffle = false
   RunStore store(db);
   auto runs = store.runs();
   REQUIRE(runs.size() == 1);
-  const auto& r = runs[0];
+  const auto r = runs[0];
   CHECK(r.status == "finished");
   CHECK(r.experiment_name == "e2e");
   CHECK(r.error_message.empty());
@@ -258,8 +258,14 @@ shuffle = false
   CHECK(checkpoints[1].path == ckpt);
   CHECK(checkpoints[1].sha256 == workbench::sha256_file(ckpt));
   CHECK(store.tags(r.id) == std::vector<std::pair<std::string, std::string>>{{"smoke", ""}, {"study", "e2e"}});
-  // The revision the binary was built from, fixed at build time.
-  CHECK_FALSE(r.git_revision.empty());
+  // The revision the binary was built from, fixed at build time: 12 hex digits, "-dirty" when the tree
+  // had changes (outside a git checkout, "unknown").
+  const std::string rev = r.git_revision;
+  if (rev != "unknown") {
+    REQUIRE(rev.size() >= 12);
+    CHECK(rev.substr(0, 12).find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK((rev.size() == 12 || rev.substr(12) == "-dirty"));
+  }
 
   // `workbench runs` lists it with its headline metric (the first averaged evaluation metric).
   CommandResult listed = run_workbench(dir, {"runs", "--db", db});
@@ -267,6 +273,24 @@ shuffle = false
   REQUIRE(listed.exit_code == 0);
   CHECK_THAT(listed.out, Contains("ID") && Contains("HEADLINE"));
   CHECK_THAT(listed.out, Contains("e2e") && Contains("train") && Contains("finished") && Contains("dev/cer "));
+
+  // A run that starts from this one's checkpoint is recorded as its child, and SQL joins the two.
+  CommandResult child = run_workbench(dir, {"run", exp, "--set", "trainer.steps=2", "--set",
+                                            "trainer.init_checkpoint=" + ckpt, "--db", db});
+  INFO(child.err);
+  REQUIRE(child.exit_code == 0);
+  runs = store.runs();
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[1].parent_run_id == std::optional<std::int64_t>(r.id));
+  CHECK(scalar(store, "SELECT parent_id FROM run_parents WHERE child_id = " + std::to_string(runs[1].id)) ==
+        std::optional<std::string>(id));
+  // --parent names one directly; an unknown one is refused.
+  CommandResult named = run_workbench(dir, {"run", exp, "--set", "trainer.steps=1", "--parent", id, "--db", db});
+  REQUIRE(named.exit_code == 0);
+  CHECK(store.runs().back().parent_run_id == std::optional<std::int64_t>(r.id));
+  CommandResult unknown = run_workbench(dir, {"run", exp, "--set", "trainer.steps=1", "--parent", "999", "--db", db});
+  CHECK(unknown.exit_code != 0);
+  CHECK_THAT(unknown.err, Contains("999"));
 }
 
 TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e][manifest]") {

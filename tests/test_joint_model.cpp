@@ -475,6 +475,35 @@ TEST_CASE("LanguageSampler: batches follow q_l, uniform within a language, in le
   CHECK(a1.next_indices() == a2.next_indices());
 }
 
+TEST_CASE("LanguageSampler: batches are bucketed by length, so that little of them is padding", "[data][sampler]") {
+  // Lengths 1..9 tokens. Fifty random sentences almost always include a 9, so a batch drawn at random is
+  // about 1 - 5/9 = 44% padding; cut from a length-sorted pool, batches hold sentences of like length.
+  PreparedData d = text_data({{"en", 600}, {"fr", 300}, {"sw", 100}});
+  BatchingOptions o;
+  o.max_batch = 50;
+  LanguageSampler sampler(d, o, 3.0, 13);
+  auto padding_share = [&](const std::vector<std::size_t>& idx) {
+    std::int64_t longest = 0, tokens = 0;
+    for (auto j : idx) {
+      longest = std::max(longest, d.length(j));
+      tokens += d.length(j);
+    }
+    return 1.0 - static_cast<double>(tokens) / static_cast<double>(longest * static_cast<std::int64_t>(idx.size()));
+  };
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<std::size_t> any(0, d.size() - 1);
+  double bucketed = 0, random = 0;
+  const int n = 64;
+  for (int i = 0; i < n; ++i) {
+    bucketed += padding_share(sampler.next_indices());
+    std::vector<std::size_t> idx;
+    for (int k = 0; k < 50; ++k) idx.push_back(any(rng));
+    random += padding_share(idx);
+  }
+  CHECK(random / n > 0.35);
+  CHECK(bucketed / n < 0.1);
+}
+
 TEST_CASE("LanguageSampler on audio: batches stay under the padded-audio budget", "[data][sampler]") {
   PreparedData d;
   d.name = "speech";

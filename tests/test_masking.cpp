@@ -403,6 +403,54 @@ TEST_CASE("span_mask_text: shares and budget follow the options", "[masking][spa
   CHECK_THROWS_AS(span_mask_text(tokens, len, o, kMask, 5, 5, rng), std::invalid_argument);
 }
 
+TEST_CASE("span_mask_text: the papers' span lengths, fixed or geometric with a given mean, within the budget",
+          "[masking][spanbert]") {
+  // Rows long enough that the 15% budget holds several spans: 400 characters -> 60 selected.
+  const std::vector<std::int64_t> lengths(40, 400);
+  auto tokens = random_tokens(lengths, 400, kFirst, kEnd, 3);
+  auto len = torch::tensor(lengths, torch::kInt64);
+  std::mt19937_64 rng(4);
+  TextMaskingOptions fixed;
+  fixed.span = SpanLength::Fixed;
+  fixed.span_length = 20;  // mSLAM's characters
+  auto m = span_mask_text(tokens, len, fixed, kMask, kFirst, kEnd, rng);
+  CHECK(m.targets.sum(1).equal(torch::full({40}, 60, torch::kInt64)));  // the 15% budget, exactly
+  CHECK(m.spans == 40 * 3);                                             // three spans of 20 in each row
+  // Every run of selected positions is a whole number of spans: lengths 20, 40 or 60.
+  auto t = m.targets.to(torch::kCPU);
+  for (std::int64_t b = 0; b < 40; ++b) {
+    std::int64_t run = 0;
+    for (std::int64_t i = 0; i <= 400; ++i) {
+      const bool on = i < 400 && t[b][i].item<bool>();
+      if (on) ++run;
+      if (!on && run > 0) {
+        CHECK(run % 20 == 0);
+        run = 0;
+      }
+    }
+  }
+
+  // Geometric with mean 5 (SLAM's pieces): the realised mean span length is 5, within sampling error,
+  // and the budget still holds (the last span of a row is cut to it, which shortens the mean a little).
+  TextMaskingOptions geometric;
+  geometric.span = SpanLength::Geometric;
+  geometric.span_length = 5;
+  double drawn = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) drawn += static_cast<double>(sample_span_length(geometric, rng));
+  CHECK(drawn / n == Approx(5.0).epsilon(0.03));
+  auto g = span_mask_text(tokens, len, geometric, kMask, kFirst, kEnd, rng);
+  CHECK(g.targets.sum(1).equal(torch::full({40}, 60, torch::kInt64)));
+  const double realised = 40.0 * 60.0 / static_cast<double>(g.spans);
+  CHECK(realised > 4.0);
+  CHECK(realised < 5.5);
+
+  // SpanBERT's own: clipped geometric, mean 3.8 (checked above); and a fixed length below 1 is refused.
+  TextMaskingOptions bad;
+  bad.span = SpanLength::Fixed;
+  CHECK_THROWS_AS(sample_span_length(bad, rng), std::invalid_argument);
+}
+
 TEST_CASE("span_mask_text: the same seed gives the same masking", "[masking][spanbert]") {
   std::vector<std::int64_t> lengths = {50, 80};
   auto tokens = random_tokens(lengths, 80, kFirst, kEnd, 3);

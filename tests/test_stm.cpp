@@ -115,6 +115,60 @@ TEST_CASE("stm negatives: a batch whose texts are all equal has none", "[stm][ne
   CHECK_THROWS_AS(stm::choose_partners(same, 1.5, rng), std::invalid_argument);
 }
 
+TEST_CASE("stm negatives: the speech-to-text length ratio cannot tell them from matched pairs", "[stm][negatives]") {
+  // Batches of 32 utterances: text lengths 5..60 tokens, speech about 6 frames a token (a speaking rate
+  // with 10% jitter). A classifier that sees only the lengths of a pair, the best threshold on
+  // |log(frames / tokens) - log 6|, is measured on the pairs STM builds.
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<std::int64_t> text_length(5, 60);
+  std::normal_distribution<double> jitter(0.0, 0.1);
+  auto best_threshold_accuracy = [&](bool nearest_length) {
+    std::vector<std::pair<double, bool>> pairs;  // (feature, is matched)
+    for (int batch = 0; batch < 200; ++batch) {
+      std::vector<std::string> keys;
+      std::vector<std::int64_t> tokens, frames;
+      for (int i = 0; i < 32; ++i) {
+        tokens.push_back(text_length(rng));
+        frames.push_back(static_cast<std::int64_t>(std::lround(6.0 * static_cast<double>(tokens.back()) *
+                                                                std::exp(jitter(rng)))));
+        keys.push_back("text " + std::to_string(batch) + "/" + std::to_string(i));
+      }
+      auto partners = stm::choose_partners(keys, 0.5, rng, nearest_length ? tokens : std::vector<std::int64_t>{});
+      for (std::size_t i = 0; i < partners.size(); ++i) {
+        const double ratio = static_cast<double>(frames[i]) / static_cast<double>(tokens[partners[i]]);
+        pairs.emplace_back(std::abs(std::log(ratio / 6.0)), partners[i] == static_cast<std::int64_t>(i));
+      }
+    }
+    // Predict "matched" below a threshold; the best threshold over every observed value.
+    std::sort(pairs.begin(), pairs.end());
+    const double n = static_cast<double>(pairs.size());
+    double negatives = 0;
+    for (const auto& p : pairs) negatives += p.second ? 0 : 1;
+    double best = std::max(negatives, n - negatives) / n;  // the majority guess
+    double matched_below = 0, negatives_below = 0;
+    for (const auto& p : pairs) {
+      (p.second ? matched_below : negatives_below) += 1;
+      best = std::max(best, (matched_below + (negatives - negatives_below)) / n);
+    }
+    return best;
+  };
+  // Uniform partners: the lengths alone give most of them away (the cue the old negatives had) ...
+  CHECK(best_threshold_accuracy(false) > 0.8);
+  // ... partners of the nearest length leave the lengths-only classifier near chance.
+  CHECK(best_threshold_accuracy(true) < 0.6);
+}
+
+TEST_CASE("stm negatives: with lengths, the partner has the nearest length among the other texts", "[stm][negatives]") {
+  std::mt19937_64 rng(3);
+  const std::vector<std::string> keys = {"a", "b", "c", "d"};
+  const std::vector<std::int64_t> lengths = {10, 30, 11, 29};
+  for (int round = 0; round < 20; ++round) {
+    auto partners = stm::choose_partners(keys, 1.0, rng, lengths);
+    CHECK(partners == std::vector<std::int64_t>{2, 3, 0, 1});
+  }
+  CHECK_THROWS_AS(stm::choose_partners(keys, 1.0, rng, {1, 2}), std::invalid_argument);
+}
+
 TEST_CASE("stm negatives: keys are the valid token ids of each row", "[stm][negatives]") {
   auto tokens = torch::tensor({3, 4, 5, 3, 4, 0, 3, 4, 9}, torch::kLong).reshape({3, 3});
   auto keys = stm::token_row_keys(tokens, torch::tensor({2, 2, 3}, torch::kLong));

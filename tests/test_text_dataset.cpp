@@ -307,3 +307,70 @@ TEST_CASE("text dataset: Asterisk transcripts come from the train split only", "
   }
   CHECK(shared > 50);
 }
+
+TEST_CASE("no dev or test transcript reaches training, under any prompt id", "[text_dataset][leaks]") {
+  const std::vector<std::string> languages = {"en", "es", "fr", "it", "ru"};
+  for (const auto& lang : languages)
+    if (!fs::exists("/usr/share/doc/asterisk-core-sounds-" + lang + "/core-sounds-" + lang + ".txt.gz") ||
+        !fs::is_directory("/usr/share/asterisk/sounds/" + lang)) {
+      WARN("asterisk-core-sounds-" << lang << " not installed; skipped");
+      return;
+    }
+  // Compared as the papers' scorers would: lower case, no punctuation, white space collapsed.
+  auto key = [](std::string t) {
+    std::string out;
+    for (char c : t) {
+      if (std::ispunct(static_cast<unsigned char>(c)) && c != '\'' && c != '-') c = ' ';
+      if (c == ' ' && (out.empty() || out.back() == ' ')) continue;
+      out += c;
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out;
+  };
+  auto asterisk = [&](const std::string& split, bool strip) {
+    auto a = defaults("asterisk", "data.asterisk");
+    a.set("split", split, "test");
+    a.set("languages", languages, "test");
+    a.set("strip_punctuation", strip, "test");
+    BuildContext ctx;
+    ctx.load_audio = false;  // transcripts only
+    return registry().create_as<Dataset>(PluginKind::Dataset, "asterisk", a, ctx)->load(ctx);
+  };
+  std::set<std::pair<std::string, std::string>> held_out;  // (lang, text)
+  for (const char* split : {"dev", "test"})
+    for (const auto& u : asterisk(split, true)) held_out.insert({u.lang, key(u.text)});
+  REQUIRE(held_out.size() > 300);
+  // Paired training data, with punctuation kept or not.
+  for (bool strip : {false, true}) {
+    const auto train = asterisk("train", strip);
+    CHECK(train.size() > 1500);
+    for (const auto& u : train) {
+      INFO(u.id << ": " << u.text);
+      CHECK(held_out.count({u.lang, key(u.text)}) == 0);
+    }
+  }
+  // Unpaired text: transcripts, fortunes and files alike.
+  TempDir dir;
+  std::string lines = "activated.\nsome other line of text\n";
+  // A held-out English transcript smuggled into a user's file must be dropped too.
+  std::string smuggled;
+  for (const auto& [lang, text] : held_out)
+    if (lang == "en") {
+      smuggled = text;
+      break;
+    }
+  REQUIRE_FALSE(smuggled.empty());
+  const auto path = dir.write("en.txt", lines + smuggled + "\n");
+  auto o = text_options({"en:" + path}, languages);
+  o.set("asterisk_transcripts", true, "test");
+  o.set("min_chars", std::int64_t{0}, "test");
+  const auto text = load(o);
+  CHECK(text.size() > 1000);
+  bool other_line = false;
+  for (const auto& u : text) {
+    INFO(u.id << ": " << u.text);
+    CHECK(held_out.count({u.lang, key(u.text)}) == 0);
+    other_line = other_line || u.text == "some other line of text";
+  }
+  CHECK(other_line);  // the rest of the file is still there
+}

@@ -397,12 +397,57 @@ TEST_CASE("w2v_bert quantizer: hard one-hot codebook rows in training, argmax co
   // The Gumbel noise picks other entries than the argmax for some frames, in training only.
   auto picked = distance.argmin(-1);
   CHECK((picked != out.codes).any().item<bool>());
+  // sampled_codes are exactly the entries the quantized vectors were built from: the masked-prediction
+  // target of mlm_target = "sampled", the same codes the contrastive loss's targets are.
+  CHECK(torch::equal(out.sampled_codes, picked));
+  CHECK_FALSE(out.sampled_codes.requires_grad());
+  q->eval();
+  auto evaluated = q->forward(x, valid, 2.0);
+  CHECK(torch::equal(evaluated.sampled_codes, evaluated.codes));  // no noise in evaluation
+  q->train();
 
   // The straight-through estimator gives the logits a gradient from the quantized vector.
   out.quantized.sum().backward();
   REQUIRE(q->logits->weight.grad().defined());
   CHECK(q->logits->weight.grad().abs().sum().item<double>() > 0);
   CHECK(q->codebook.grad().abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("w2v_bert: the scale of the random mask vectors is taken over valid frames only", "[w2v_bert][padding]") {
+  torch::manual_seed(8);
+  auto row = torch::randn({1, 20, 6}) * 2.5 + 0.3;
+  const auto alone = valid_std(row, torch::ones({1, 20}, torch::kBool)).item<double>();
+  // The same row beside a longer one, padded with zeros: the zeros must not shrink the scale, and the
+  // other row's frames count as they are.
+  auto padded = torch::cat({row, torch::zeros({1, 60, 6})}, 1);
+  auto valid = torch::zeros({1, 80}, torch::kBool);
+  valid.narrow(1, 0, 20).fill_(true);
+  CHECK(valid_std(padded, valid).item<double>() == Approx(alone).epsilon(1e-6));
+  CHECK(padded.std().item<double>() < 0.7 * alone);  // what the old, unmasked scale gave
+  CHECK(valid_std(padded, torch::zeros({1, 80}, torch::kBool)).item<double>() == 1.0);
+}
+
+TEST_CASE("w2v_bert: mlm_target chooses the sampled (default, fairseq2) or the argmax codes", "[w2v_bert]") {
+  const auto* plugin = builtin_registry().find(PluginKind::Loss, "w2v_bert");
+  REQUIRE(plugin != nullptr);
+  const auto* spec = plugin->descriptor.options.find("mlm_target");
+  REQUIRE(spec != nullptr);
+  CHECK(std::get<std::string>(spec->default_value) == "sampled");
+  // Same seeds, same masks, same Gumbel noise: in training the two targets differ on the frames where the
+  // sample is not the argmax, so the masked-prediction losses differ; in evaluation there is no noise and
+  // they agree.
+  auto model = w2v_model();
+  auto batch = speech_batch({60, 48});
+  auto mlm_loss = [&](const std::string& target, bool training) {
+    torch::manual_seed(20);  // the same initial weights for both
+    auto loss = make_w2v(small_codebooks({{"mlm_target", target}}));
+    loss->module()->train(training);
+    torch::manual_seed(21);
+    torch::NoGradGuard no_grad;
+    return metric(loss->compute(batch, model, StepInfo{0, 0}), "mlm_loss");
+  };
+  CHECK(mlm_loss("sampled", true) != Approx(mlm_loss("argmax", true)).epsilon(1e-6));
+  CHECK(mlm_loss("sampled", false) == Approx(mlm_loss("argmax", false)).epsilon(1e-6));
 }
 
 TEST_CASE("w2v_bert quantizer: eval mode is deterministic and agrees with code_ids", "[w2v_bert][quantizer]") {

@@ -174,24 +174,42 @@ std::vector<std::pair<std::string, double>> LanguageSampler::probabilities() con
   return out;
 }
 
-std::vector<std::size_t> LanguageSampler::next_indices() {
+void LanguageSampler::refill() {
   const bool audio = data_.kind != BatchKind::Text;
   const double budget_frames = options_.batch_seconds * options_.frames_per_second;
-  std::vector<std::size_t> picked;
-  std::int64_t max_t = 0;
-  while (static_cast<std::int64_t>(picked.size()) < options_.max_batch) {
+  std::vector<std::size_t> pool;
+  const auto pool_size = static_cast<std::size_t>(kPoolBatches * std::max<std::int64_t>(options_.max_batch, 1));
+  pool.reserve(pool_size);
+  for (std::size_t n = 0; n < pool_size; ++n) {
     const auto& members = members_[pick_language_(rng_)];
     std::uniform_int_distribution<std::size_t> pick(0, members.size() - 1);
-    const std::size_t i = members[pick(rng_)];
-    const std::int64_t new_max = std::max(max_t, data_.length(i));
-    // The first example always goes in, however long, so that every batch has one.
-    if (audio && !picked.empty() && static_cast<double>(new_max) * static_cast<double>(picked.size() + 1) > budget_frames)
-      break;
-    picked.push_back(i);
-    max_t = new_max;
+    pool.push_back(members[pick(rng_)]);
   }
-  std::sort(picked.begin(), picked.end(), [&](auto a, auto b) { return data_.length(a) < data_.length(b); });
-  return picked;
+  std::stable_sort(pool.begin(), pool.end(), [&](auto a, auto b) { return data_.length(a) < data_.length(b); });
+  std::vector<std::vector<std::size_t>> batches(1);
+  std::int64_t max_t = 0;
+  for (std::size_t i : pool) {
+    auto& current = batches.back();
+    const std::int64_t new_max = std::max(max_t, data_.length(i));
+    const bool full = static_cast<std::int64_t>(current.size()) >= options_.max_batch ||
+                      (audio && !current.empty() &&
+                       static_cast<double>(new_max) * static_cast<double>(current.size() + 1) > budget_frames);
+    if (full) {
+      batches.emplace_back();
+      max_t = 0;
+    }
+    batches.back().push_back(i);  // the first example of a batch always goes in, however long
+    max_t = std::max(max_t, data_.length(i));
+  }
+  std::shuffle(batches.begin(), batches.end(), rng_);
+  for (auto& b : batches) queue_.push_back(std::move(b));
+}
+
+std::vector<std::size_t> LanguageSampler::next_indices() {
+  if (queue_.empty()) refill();
+  auto batch = std::move(queue_.front());
+  queue_.pop_front();
+  return batch;
 }
 
 Batch LanguageSampler::next() { return collate(data_, next_indices()); }

@@ -52,6 +52,15 @@ std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64
   }
 }
 
+std::int64_t sample_span_length(const TextMaskingOptions& o, std::mt19937_64& rng) {
+  if (o.span == SpanLength::ClippedGeometric) return sample_span_length(o.geometric_p, o.max_span, rng);
+  if (!(o.span_length >= 1)) throw std::invalid_argument("sample_span_length: span_length must be at least 1");
+  if (o.span == SpanLength::Fixed) return static_cast<std::int64_t>(std::llround(o.span_length));
+  // Failures before the first success with p = 1 / mean, plus one: mean 1 + (1 - p) / p = 1 / p.
+  std::geometric_distribution<std::int64_t> g(1.0 / o.span_length);
+  return g(rng) + 1;
+}
+
 TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& o,
                            std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular,
                            std::mt19937_64& rng) {
@@ -76,7 +85,7 @@ TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& len
     std::int64_t selected = 0;
     // Rejection of overlapping placements; the attempt cap ends rows whose free gaps are all too short.
     for (std::int64_t attempt = 0; selected < budget && attempt < 20 * n; ++attempt) {
-      std::int64_t len_span = std::min(sample_span_length(o.geometric_p, o.max_span, rng), budget - selected);
+      std::int64_t len_span = std::min(sample_span_length(o, rng), budget - selected);
       len_span = std::min(len_span, n);
       std::uniform_int_distribution<std::int64_t> pick(0, n - len_span);
       const std::int64_t s = pick(rng);

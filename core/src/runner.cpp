@@ -93,8 +93,13 @@ struct Runner::Impl {
   void say(const std::string& text) const {
     if (options.verbose()) std::fprintf(stderr, "%s\n", text.c_str());
   }
+  // A phase run again replaces what it recorded.
   void add(const std::string& key, OptionValue v) {
-    derived.emplace_back(key, v);
+    auto it = std::find_if(derived.begin(), derived.end(), [&](const auto& kv) { return kv.first == key; });
+    if (it != derived.end())
+      it->second = v;
+    else
+      derived.emplace_back(key, v);
     if (recorder) recorder->record_params({{key, std::move(v)}});
   }
 };
@@ -237,6 +242,7 @@ void Runner::prepare_data() {
     }
   }
   im.data_ready = true;
+  im.model_ready = im.components_ready = im.connected = false;  // what was built on older data is stale
 }
 
 void Runner::build_model() {
@@ -270,6 +276,7 @@ void Runner::build_model() {
   }
   im.model = std::move(model);
   im.model_ready = true;
+  im.components_ready = im.connected = false;
 }
 
 void Runner::create_components() {
@@ -297,11 +304,13 @@ void Runner::create_components() {
         {e.name, create_as<Evaluator>(im.factory, PluginKind::Evaluator, e, loss_ctx), slot.data(), slot.every()});
   }
   im.components_ready = true;
+  im.connected = false;
 }
 
 void Runner::connect() {
   Impl& im = *impl_;
   if (!im.components_ready) throw std::logic_error("Runner: create_components() before connect()");
+  if (im.connected) return;  // a loss may create parameters when connected: only once
   std::vector<Connections::Entry> entries;
   for (auto& o : im.objectives) entries.push_back({o.name, o.plugin, o.loss.get()});
   const Connections connections(std::move(entries));
@@ -345,14 +354,19 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
   Impl& im = *impl_;
   const auto& cfg = im.cfg();
   if (!im.connected) throw std::logic_error("Runner: connect() before make_trainer()");
-  if (im.recorder != &recorder) recorder.record_params(im.derived);  // what earlier phases found
-  im.recorder = &recorder;
-  im.sink = std::make_unique<RecorderSink>(recorder);
+  // The old trainer goes first: it shares the modules (and gives back what it froze), and holds the old
+  // sink. If the new one refuses its options, the runner is left with none, never a dangling one.
+  im.trainer.reset();
+  auto sink = std::make_unique<RecorderSink>(recorder);
   TrainerHooks hooks;
   hooks.on_checkpoint = [&recorder](const CheckpointInfo& c) { recorder.record_checkpoint(c); };
   hooks.on_checkpoint_removed = [&recorder](const std::string& path) { recorder.remove_checkpoint(path); };
-  im.trainer = std::make_unique<Trainer>(cfg.trainer, im.model, im.objectives, im.evaluators, im.batchers,
-                                         im.eval_batches, im.runtime->device, *im.sink, cfg.stages, std::move(hooks));
+  auto trainer = std::make_unique<Trainer>(cfg.trainer, im.model, im.objectives, im.evaluators, im.batchers,
+                                           im.eval_batches, im.runtime->device, *sink, cfg.stages, std::move(hooks));
+  im.trainer = std::move(trainer);
+  im.sink = std::move(sink);
+  if (im.recorder != &recorder) recorder.record_params(im.derived);  // what earlier phases found
+  im.recorder = &recorder;
   im.checkpoint_dir = checkpoint_dir;
   if (!checkpoint_dir.empty())
     im.trainer->set_checkpoint_directory(checkpoint_dir, cfg.resolved_toml, im.vocabulary->serialize());

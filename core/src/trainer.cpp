@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,11 +35,14 @@ MetricSink::~MetricSink() = default;
 namespace {
 
 /// Flushes a file's data to the disk (fsync on a read-only descriptor is allowed on Linux).
+/// Flushes a file's data (or a folder's entries) to the disk. Throws DataError when it cannot.
 void sync_path(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
+  if (fd < 0) throw DataError(fmt::format("{}: cannot open to sync: {}", path.string(), std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
   ::close(fd);
+  if (rc != 0) throw DataError(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(err)));
 }
 
 std::string summary(const Metrics& m) {
@@ -85,9 +90,16 @@ struct Trainer::Impl {
   std::string checkpoint_dir, config_toml, vocabulary;
   std::deque<std::string> periodic;  // oldest first
   std::optional<double> best;
+  bool warned_best = false;
 
   Impl(TrainerOptions o, ModelParts m, c10::Device d, MetricSink& s, TrainerHooks h)
       : options(std::move(o)), model(std::move(m)), device(d), sink(s), hooks(std::move(h)) {}
+  // The modules are shared with whoever built the model (the runner, a later trainer): give back the
+  // parameters this trainer froze.
+  ~Impl() {
+    for (auto& [c, params] : frozen_params)
+      for (auto& p : params) p.requires_grad_(true);
+  }
 
   // Named modules whose parameters and buffers are trained and checkpointed.
   std::vector<std::pair<std::string, torch::nn::Module*>> modules() const {
@@ -145,7 +157,7 @@ struct Trainer::Impl {
 
   void freeze_components() {
     for (const auto& c : options.freeze()) {
-      frozen.insert(c);
+      if (!frozen.insert(c).second) continue;  // named twice
       auto params = trainable(c);
       for (auto& p : params) p.requires_grad_(false);
       frozen_params[c] = params;
@@ -155,10 +167,11 @@ struct Trainer::Impl {
   // Lets the frozen components join the optimizer once freeze_for_steps have passed.
   void sync_freezing() {
     if (unfrozen || frozen.empty() || options.freeze_for_steps() <= 0 || step < options.freeze_for_steps()) return;
-    for (const auto& c : options.freeze()) {
-      for (auto& p : frozen_params[c]) p.requires_grad_(true);
+    for (const auto& [c, params] : frozen_params) {
+      for (auto& p : params) p.requires_grad_(true);
       add_group(c, base_options());
     }
+    frozen_params.clear();
     frozen.clear();
     unfrozen = true;
   }
@@ -229,6 +242,19 @@ Trainer::Trainer(TrainerOptions options, ModelParts model, std::vector<Objective
                                               fmt::join(components, ", ")));
   };
   for (const auto& c : im.options.freeze()) check_component(c, "freeze");
+  // keep_best names "<data>/<metric>": an evaluator must run on that data, or best.pt would never be kept.
+  // Checked here, not at the first evaluation, which may come only after the whole run.
+  if (const std::string& key = im.options.keep_best(); !key.empty()) {
+    std::vector<std::string> data;
+    for (const auto& e : im.evaluators) data.push_back(e.data);
+    const auto slash = key.find('/');
+    const std::string prefix = slash == std::string::npos ? "" : key.substr(0, slash);
+    if (std::find(data.begin(), data.end(), prefix) == data.end())
+      im.options.source.fail("keep_best", fmt::format("'{}' is no evaluation metric of this run: it needs an evaluator "
+                                                      "on [data.{}] (evaluators run on: {})",
+                                                      key, prefix.empty() ? "?" : prefix,
+                                                      data.empty() ? "none" : fmt::format("{}", fmt::join(data, ", "))));
+  }
   for (const auto& [c, m] : im.options.lr_multipliers()) check_component(c, "lr_multipliers");
 
   for (auto& [name, m] : im.modules()) m->to(device);
@@ -290,11 +316,15 @@ Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) 
   if (im.hooks.on_evaluate) im.hooks.on_evaluate(im.step, all);
   if (const std::string& key = im.options.keep_best(); !key.empty()) {
     auto it = std::find_if(all.begin(), all.end(), [&](const auto& kv) { return kv.first == key; });
-    if (it == all.end() && !due) {
+    const std::string data = key.substr(0, key.find('/'));
+    const bool ran = std::any_of(all.begin(), all.end(), [&](const auto& kv) { return kv.first.rfind(data + "/", 0) == 0; });
+    if (it == all.end() && ran && !im.warned_best) {
+      // A warning, not an error: failing here could throw away a finished run's weights.
       std::vector<std::string> keys;
       for (const auto& kv : all) keys.push_back(kv.first);
-      im.options.source.fail("keep_best", fmt::format("'{}' is not a metric the evaluators give (they give: {})", key,
-                                                      fmt::join(keys, ", ")));
+      std::fprintf(stderr, "  WARNING: trainer.keep_best = \"%s\" is not among the evaluation metrics (%s); no best.pt\n",
+                   key.c_str(), fmt::format("{}", fmt::join(keys, ", ")).c_str());
+      im.warned_best = true;
     }
     if (it != all.end() && std::isfinite(it->second) && !im.checkpoint_dir.empty()) {
       const bool lower = im.options.keep_best_mode() == "min";
@@ -351,7 +381,14 @@ StepResult Trainer::step() {
   result.step = s;
   result.lr = lr;
   if (loss_sum.defined() && loss_sum.requires_grad()) {
-    loss_sum.backward();
+    try {
+      loss_sum.backward();
+    } catch (const c10::Error& e) {
+      std::vector<std::string> names;
+      for (const Objective* obj : im.stage_objectives[stage]) names.push_back(obj->name);
+      throw Error(fmt::format("backward of step {} (objectives {}) failed: {}", s, fmt::join(names, ", "),
+                              e.what_without_backtrace()));
+    }
     if (im.hooks.after_backward) im.hooks.after_backward(s, params);
     const double clip = im.options.clip_norm();
     double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
@@ -512,7 +549,8 @@ CheckpointInfo Trainer::checkpoint(const std::string& kind) {
       im.periodic.pop_front();
       std::error_code ec;
       fs::remove(old, ec);
-      if (im.hooks.on_checkpoint_removed) im.hooks.on_checkpoint_removed(old);
+      // A file that could not be deleted stays on record, so that the store never loses track of it.
+      if (!ec && im.hooks.on_checkpoint_removed) im.hooks.on_checkpoint_removed(old);
     }
   }
   return info;
@@ -538,11 +576,19 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
   archive.write("vocabulary", c10::IValue(vocabulary));
   // The temporary name is unique per process, so that two writers never share one.
   const fs::path tmp = target.string() + fmt::format(".tmp-{}", ::getpid());
-  archive.save_to(tmp.string());
-  sync_path(tmp);
-  fs::rename(tmp, target);
+  std::string digest;
+  try {
+    archive.save_to(tmp.string());
+    sync_path(tmp);
+    digest = sha256_file(tmp.string());  // of the bytes that become the checkpoint
+    fs::rename(tmp, target);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
   sync_path(target.parent_path().empty() ? fs::path(".") : target.parent_path());
-  return sha256_file(target.string());
+  return digest;
 }
 
 std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
@@ -581,7 +627,15 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     // frozen components have joined.
     impl_->sync_freezing();
     torch::serialize::InputArchive optimizer;
-    if (archive.try_read("optimizer", optimizer)) impl_->optimizer->load(optimizer);
+    if (archive.try_read("optimizer", optimizer)) {
+      try {
+        impl_->optimizer->load(optimizer);
+      } catch (const c10::Error& e) {
+        throw ConfigError(fmt::format("{}: its optimizer state does not fit this run's parameter groups (other "
+                                      "components, freeze or freeze_for_steps?): {}",
+                                      path, e.what_without_backtrace()));
+      }
+    }
   }
   return loaded;
 }

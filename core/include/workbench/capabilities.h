@@ -4,7 +4,8 @@
 //
 // A loss that offers something implements one of the interfaces below (w2v_bert is a SpeechCodeProvider,
 // ctc a FramePredictor). A loss or evaluator that needs something overrides connect() and asks the
-// Connections for it by type: by the objective name the user gave, or the one objective that has it.
+// Connections for it by type and by the objective name the user gave (all<T>() lists every objective
+// that has it).
 // A missing capability is a ConfigError that says what to add, raised when the run is built, not at
 // the first step.
 #include <cstdint>

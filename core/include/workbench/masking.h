@@ -24,10 +24,20 @@ torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_le
 /// to mask "about 75% of speech" with the same span length.
 double start_prob_for_coverage(double coverage, std::int64_t span);
 
+/// How SpanBERT-style span lengths are drawn.
+enum class SpanLength {
+  ClippedGeometric,  ///< SpanBERT: Geometric(geometric_p) on {1, 2, ...}, clipped to [1, max_span] (mean 3.8)
+  Fixed,             ///< every span `span_length` tokens (SLAM: 5 pieces; mSLAM: 20 characters)
+  Geometric,         ///< Geometric(1 / span_length) on {1, 2, ...}, unclipped: mean exactly `span_length`
+};
+
 struct TextMaskingOptions {
   double budget = 0.15;          ///< share of each row's tokens to select (at least one)
-  double geometric_p = 0.2;      ///< span lengths ~ Geometric(p) on {1, 2, ...}
-  std::int64_t max_span = 10;    ///< clipped (by rejection, i.e. renormalised) to [1, max_span]
+  SpanLength span = SpanLength::ClippedGeometric;
+  double geometric_p = 0.2;      ///< ClippedGeometric: span lengths ~ Geometric(p) on {1, 2, ...}
+  std::int64_t max_span = 10;    ///< ClippedGeometric: clipped (by rejection, i.e. renormalised) to [1, max_span]
+  double span_length = 0;        ///< Fixed and Geometric: the (mean) span length, >= 1
+  // Every span is also cut to what is left of the row's budget, so the last one may be shorter.
   double mask_share = 0.8;       ///< per span: replace with [MASK] ...
   double random_share = 0.1;     ///< ... or with random tokens; the rest stays unchanged
 };
@@ -50,5 +60,8 @@ TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& len
 /// One SpanBERT span length: Geometric(p) on {1, 2, ...} clipped to [1, max_span] by rejection.
 /// Throws std::invalid_argument for p outside (0, 1] or max_span < 1.
 std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng);
+/// One span length as `options` describe it (options.span). Throws std::invalid_argument for a
+/// span_length below 1 with Fixed or Geometric.
+std::int64_t sample_span_length(const TextMaskingOptions& options, std::mt19937_64& rng);
 
 }  // namespace workbench

@@ -1,6 +1,7 @@
 #pragma once
 // The core's data pipeline: utterances -> filterbank features and token ids -> length-bucketed batches.
 #include <cstdint>
+#include <deque>
 #include <random>
 #include <string>
 #include <utility>
@@ -92,8 +93,10 @@ class BucketBatcher final : public TrainBatcher {
 /// Multilingual sampling with a temperature (XLM, Conneau & Lample 2019, section 3.1; mSLAM samples text
 /// languages at T = 3): language l is drawn with probability q_l = p_l^(1/T) / sum_k p_k^(1/T), where p_l
 /// is its share of the examples, then an example uniformly within it. T = 1 follows the data; a larger T
-/// flattens it towards uniform. Each batch draws examples until max_batch or the padded-audio budget
-/// (audio only) is reached, then orders them by length.
+/// flattens it towards uniform. Examples are drawn kPoolBatches * max_batch at a time, sorted by length and
+/// cut into batches under max_batch and the padded-audio budget (audio only), which are served in random
+/// order: each batch holds examples of similar length, so little of it is padding, and the languages'
+/// shares stay those of the draws.
 class LanguageSampler final : public TrainBatcher {
  public:
   /// Throws DataError when `data` is empty, std::invalid_argument when temperature <= 0.
@@ -104,8 +107,11 @@ class LanguageSampler final : public TrainBatcher {
   std::vector<std::pair<std::string, double>> probabilities() const;
   /// The examples of the next batch, without collating (for tests and statistics).
   std::vector<std::size_t> next_indices();
+  static constexpr std::int64_t kPoolBatches = 16;
 
  private:
+  void refill();
+  std::deque<std::vector<std::size_t>> queue_;
   const PreparedData& data_;
   BatchingOptions options_;
   std::mt19937_64 rng_;

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <filesystem>
 
+#include <cstdio>
+#include <unordered_set>
+
 #include <fmt/format.h>
 
 #include "workbench/dataset.h"
@@ -40,7 +43,7 @@ class AsteriskDataset final : public Dataset {
       auto part = load_language(lang);
       all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
     }
-    load_utterance_audio(all, ctx.sample_rate);
+    if (ctx.load_audio) load_utterance_audio(all, ctx.sample_rate);  // use = "text" needs the transcripts only
     return all;
   }
 
@@ -56,12 +59,20 @@ class AsteriskDataset final : public Dataset {
           "sudo apt-get install {} {}-wav",
           lang, transcripts.string(), audio_dir.string(), package, package));
     std::vector<Utterance> out;
-    for (const auto& p : parse_transcripts(read_text_file(transcripts.string()))) {
+    const auto prompts = parse_transcripts(read_text_file(transcripts.string()));
+    // Training never sees a dev or test text, even under another prompt id.
+    const auto held_out = split_ == "train" ? held_out_keys(prompts) : std::unordered_set<std::string>{};
+    std::int64_t left_out = 0;
+    for (const auto& p : prompts) {
       std::string text = normalize_prompt(p.text, strip_punctuation_);
       if (text.empty()) continue;
       const fs::path wav = audio_dir / (p.id + ".wav");
       if (!fs::exists(wav, ec)) continue;  // a transcript without audio
       if (!in_split(p.id, split_)) continue;
+      if (held_out.count(leak_key(text))) {
+        ++left_out;
+        continue;
+      }
       Utterance u;
       u.id = lang + "/" + p.id;
       u.lang = lang;
@@ -72,6 +83,9 @@ class AsteriskDataset final : public Dataset {
     }
     if (out.empty())
       throw DataError(fmt::format("no Asterisk prompts for '{}' in split '{}' under {}", lang, split_, audio_dir.string()));
+    if (left_out > 0)
+      std::fprintf(stderr, "  asterisk %s: left out %lld train prompts whose transcript is a dev or test prompt's\n",
+                   lang.c_str(), static_cast<long long>(left_out));
     return out;
   }
 

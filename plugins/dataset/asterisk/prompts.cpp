@@ -54,4 +54,16 @@ bool in_split(const std::string& id, const std::string& split) {
   return bucket >= 2;
 }
 
+std::string leak_key(const std::string& text) { return normalize_space(strip_punctuation(to_lower(text))); }
+
+std::unordered_set<std::string> held_out_keys(const std::vector<Prompt>& prompts) {
+  std::unordered_set<std::string> keys;
+  for (const auto& p : prompts) {
+    if (in_split(p.id, "train")) continue;
+    const std::string text = normalize_prompt(p.text, true);
+    if (!text.empty()) keys.insert(leak_key(text));
+  }
+  return keys;
+}
+
 }  // namespace workbench::asterisk

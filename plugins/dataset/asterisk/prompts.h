@@ -5,6 +5,7 @@
 // belongs to which split. The functions are hidden: each plugin library keeps its own copy.
 #include <filesystem>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #define WORKBENCH_ASTERISK_LOCAL __attribute__((visibility("hidden")))
@@ -38,5 +39,14 @@ WORKBENCH_ASTERISK_LOCAL std::string strip_punctuation(const std::string& text);
 /// 0 = test, 1 = dev, 2-9 = train. The id (not the language) decides, so that the same message in
 /// another language never crosses splits.
 WORKBENCH_ASTERISK_LOCAL bool in_split(const std::string& id, const std::string& split);
+
+/// What two sentences are compared by when looking for a held-out text in training data: lower-cased,
+/// punctuation removed, white space collapsed.
+WORKBENCH_ASTERISK_LOCAL std::string leak_key(const std::string& text);
+
+/// The leak keys of the dev and test prompts among `prompts` (raw, as parse_transcripts gives them). Some
+/// prompts with other ids say the same words (9 of 243 dev and 8 of 213 test prompts have a train twin):
+/// a training sentence with one of these keys would put a held-out text into training.
+WORKBENCH_ASTERISK_LOCAL std::unordered_set<std::string> held_out_keys(const std::vector<Prompt>& prompts);
 
 }  // namespace workbench::asterisk

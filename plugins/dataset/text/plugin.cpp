@@ -20,6 +20,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <cstdio>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -200,6 +202,7 @@ class TextDataset final : public Dataset {
         for (const auto& f : fortune_files(lang))
           add_lines(part, lang, read_text_file(f.path.string()), "fortunes/" + lang + "/" + f.name);
       if (asterisk_) add_asterisk(part, lang);
+      drop_held_out(part, lang);
       if (deduplicate_) deduplicate(part);
       subset(part, ctx.seed);
       all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
@@ -322,6 +325,22 @@ class TextDataset final : public Dataset {
       u.text = std::move(text);
       out.push_back(std::move(u));
     }
+  }
+
+  /// Drops every sentence (from files, fortunes or transcripts) whose text is that of a dev or test
+  /// Asterisk prompt of `lang`, so that unpaired text never carries a held-out transcript.
+  void drop_held_out(std::vector<Utterance>& part, const std::string& lang) const {
+    const fs::path path = asterisk::transcripts_path(transcripts_dir_, lang);
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return;
+    const auto held_out = asterisk::held_out_keys(asterisk::parse_transcripts(read_text_file(path.string())));
+    const auto before = part.size();
+    part.erase(std::remove_if(part.begin(), part.end(),
+                              [&](const Utterance& u) { return held_out.count(asterisk::leak_key(u.text)) > 0; }),
+               part.end());
+    if (part.size() < before)
+      std::fprintf(stderr, "  text %s: left out %zu sentences that are dev or test transcripts\n", lang.c_str(),
+                   before - part.size());
   }
 
   /// Keeps the first of identical lines (fortune attributions such as "-- mark twain" repeat a lot).

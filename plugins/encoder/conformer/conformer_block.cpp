@@ -7,6 +7,7 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/functional/dropout.h>
 
+#include "masked_norm.h"
 #include "relative_position.h"
 
 namespace workbench::conformer {
@@ -151,10 +152,12 @@ torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x, const torch::Tenso
   auto h = torch::glu(pointwise_in(norm(x)), -1);              // (B, T, D)
   h = h.masked_fill(pad.unsqueeze(-1), 0.0);                   // padding must not leak into the kernel
   h = depthwise(h.transpose(1, 2));                            // (B, D, T)
+  // The kernel's edges and bias reach the padded frames: batch and group statistics run over the valid
+  // frames only, so that a frame's output does not depend on how much padding its row has.
   if (batch_norm) {
-    h = batch_norm(h).transpose(1, 2);
+    h = masked_batch_norm(h, ~pad, batch_norm).transpose(1, 2);
   } else if (group_norm) {
-    h = group_norm(h).transpose(1, 2);
+    h = masked_group_norm(h, ~pad, group_norm).transpose(1, 2);
   } else {
     h = layer_norm(h.transpose(1, 2));
   }

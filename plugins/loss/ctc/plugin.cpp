@@ -22,6 +22,23 @@ struct HeadImpl : torch::nn::Module {
 };
 TORCH_MODULE(Head);
 
+}  // namespace
+
+torch::Tensor infeasible_rows(const torch::Tensor& tokens, const torch::Tensor& token_lengths,
+                              const torch::Tensor& frames) {
+  torch::NoGradGuard no_grad;
+  const auto L = tokens.size(1);
+  auto required = token_lengths.to(torch::kLong);
+  if (L > 1) {
+    auto pair_valid = ~padding_mask(token_lengths, L).narrow(1, 1, L - 1);  // position i has a left neighbour
+    auto repeats = (tokens.narrow(1, 1, L - 1) == tokens.narrow(1, 0, L - 1)) & pair_valid;
+    required = required + repeats.sum(1);
+  }
+  return frames.to(required.device()) < required;
+}
+
+namespace {
+
 class CtcLoss final : public Loss, public FramePredictor {
  public:
   CtcLoss(const Options& o, const BuildContext& ctx) : vocabulary_(ctx.vocabulary) {
@@ -59,6 +76,11 @@ class CtcLoss final : public Loss, public FramePredictor {
     auto blank = (log_probs.detach().argmax(-1) == Vocabulary::kBlank) & valid;
     auto blank_share = blank.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32);
     out.metrics.emplace_back("blank_rate", blank_share);
+    // zero_infinity turns an utterance whose transcript cannot fit its frames into a loss of 0, silently:
+    // count them. A path needs a frame per label plus a blank between each pair of equal neighbours.
+    auto infeasible = infeasible_rows(batch.tokens, batch.token_lengths, lengths);
+    out.metrics.emplace_back("infeasible_utterances", infeasible.sum().to(torch::kFloat32));
+    out.metrics.emplace_back("infeasible_share", infeasible.to(torch::kFloat32).mean());
     return out;
   }
 
@@ -69,7 +91,7 @@ class CtcLoss final : public Loss, public FramePredictor {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.0.0",
+  return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.1.0",  // 1.1: infeasible utterances counted
       "CTC over characters (blank = 0) at the top of the shared encoder (or the speech encoder), on paired data",
       OptionSchema()
           .add_float("dropout", 0.0, "dropout before the output projection", 0, 1));

@@ -30,6 +30,13 @@ class SpanBertLoss final : public Loss {
     masking_.budget = o.get_float("mask_rate");
     masking_.geometric_p = o.get_float("span_p");
     masking_.max_span = o.get_int("max_span");
+    const std::string& shape = o.get_string("span_shape");
+    masking_.span = shape == "fixed"       ? SpanLength::Fixed
+                    : shape == "geometric" ? SpanLength::Geometric
+                                           : SpanLength::ClippedGeometric;
+    masking_.span_length = o.get_float("span_length");
+    if (masking_.span != SpanLength::ClippedGeometric && masking_.span_length < 1)
+      o.fail("span_length", "span_shape = \"" + shape + "\" needs span_length >= 1");
     masking_.mask_share = o.get_float("mask_token_share");
     masking_.random_share = o.get_float("random_token_share");
     if (masking_.mask_share + masking_.random_share > 1.0)
@@ -72,12 +79,16 @@ class SpanBertLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.0.0",
+  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.1.0",  // 1.1: span_shape, span_length
       "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder",
       OptionSchema()
           .add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)
           .add_float("span_p", 0.2, "p of the geometric span-length distribution (SpanBERT: 0.2)", 1e-6, 1)
-          .add_int("max_span", 10, "longest span (SpanBERT: 10 words; SLAM: 5 pieces; mSLAM: 20 characters)", 1)
+          .add_int("max_span", 10, "clipped_geometric: longest span (SpanBERT: 10 words)", 1)
+          .add_choice("span_shape", "clipped_geometric", {"clipped_geometric", "fixed", "geometric"},
+                      "span lengths: SpanBERT's Geometric(span_p) clipped to max_span (mean 3.8); every span "
+                      "span_length long (SLAM: 5 pieces, mSLAM: 20 characters); or geometric with mean span_length")
+          .add_float("span_length", 0.0, "fixed and geometric: the (mean) span length", 0)
           .add_float("mask_token_share", 0.8, "share of spans replaced by [MASK]", 0, 1)
           .add_float("random_token_share", 0.1, "share of spans replaced by random tokens (the rest stay)", 0, 1));
 }

@@ -1,6 +1,7 @@
 #include "negatives.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <unordered_map>
@@ -8,9 +9,11 @@
 namespace workbench::stm {
 
 std::vector<std::int64_t> choose_partners(const std::vector<std::string>& keys, double negative_rate,
-                                          std::mt19937_64& rng) {
+                                          std::mt19937_64& rng, const std::vector<std::int64_t>& lengths) {
   if (!(negative_rate >= 0 && negative_rate <= 1))
     throw std::invalid_argument("choose_partners: negative_rate must be in [0, 1]");
+  if (!lengths.empty() && lengths.size() != keys.size())
+    throw std::invalid_argument("choose_partners: one length per key");
   const auto B = static_cast<std::int64_t>(keys.size());
   // Group ids, so that the candidate scan compares integers rather than strings.
   std::unordered_map<std::string, std::int64_t> ids;
@@ -28,6 +31,22 @@ std::vector<std::int64_t> choose_partners(const std::vector<std::string>& keys, 
     if (!negative(rng)) continue;
     const std::int64_t candidates = B - group_size[group[i]];
     if (candidates == 0) continue;
+    if (!lengths.empty()) {
+      // The nearest length among the other texts, then uniformly among the rows at that distance.
+      std::int64_t best = -1;
+      std::vector<std::int64_t> nearest;
+      for (std::int64_t j = 0; j < B; ++j) {
+        if (group[j] == group[i]) continue;
+        const std::int64_t d = std::abs(lengths[j] - lengths[i]);
+        if (best < 0 || d < best) {
+          best = d;
+          nearest.clear();
+        }
+        if (d == best) nearest.push_back(j);
+      }
+      partner[i] = nearest[std::uniform_int_distribution<std::size_t>(0, nearest.size() - 1)(rng)];
+      continue;
+    }
     std::int64_t k = std::uniform_int_distribution<std::int64_t>(0, candidates - 1)(rng);
     for (std::int64_t j = 0; j < B; ++j)
       if (group[j] != group[i] && k-- == 0) {

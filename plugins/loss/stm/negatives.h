@@ -20,9 +20,13 @@ namespace workbench::stm {
 /// have many rows with the same text, and such a "negative" would be a matched pair labelled 0. A row
 /// for which every key is equal to its own stays matched, so the realised rate can fall below
 /// `negative_rate` in batches with repeated texts. Draws from `rng`. Throws std::invalid_argument for a
-/// rate outside [0, 1].
+/// rate outside [0, 1], or for `lengths` of another size than `keys`.
+///
+/// With `lengths` (the text length of each row), a negative's partner is drawn among the rows with a
+/// different key whose length is nearest its own: otherwise the ratio of speech frames to text tokens
+/// alone tells a swapped transcript from the real one, and the head can learn that instead of the content.
 std::vector<std::int64_t> choose_partners(const std::vector<std::string>& keys, double negative_rate,
-                                          std::mt19937_64& rng);
+                                          std::mt19937_64& rng, const std::vector<std::int64_t>& lengths = {});
 
 /// Keys for choose_partners: the valid ids of each row of `tokens` (B, L) int64 with `lengths` (B) int64,
 /// as bytes. Keys of token rows, not of the raw texts, because the model sees the tokens: two texts that

@@ -50,7 +50,11 @@ class StmLoss final : public Loss {
 
     auto contrastive = speech.forward(batch.features, batch.feature_lengths);
     auto [tokens, token_lengths] = text.tokenize(batch);
-    const auto partners = choose_partners(token_row_keys(tokens, token_lengths), negative_rate_, rng_);
+    // Negatives of the nearest text length: the speech-to-text length ratio must not give them away.
+    auto cpu_lengths = token_lengths.to(torch::kCPU).contiguous();
+    const std::vector<std::int64_t> lengths(cpu_lengths.data_ptr<std::int64_t>(),
+                                            cpu_lengths.data_ptr<std::int64_t>() + cpu_lengths.numel());
+    const auto partners = choose_partners(token_row_keys(tokens, token_lengths), negative_rate_, rng_, lengths);
     auto partner = torch::tensor(partners, torch::kLong).to(tokens.device());
     auto rows = torch::arange(static_cast<std::int64_t>(partners.size()), partner.options());
     auto swapped = text.embed(tokens.index_select(0, partner), token_lengths.index_select(0, partner));
@@ -77,7 +81,7 @@ class StmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.0.0",
+  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.1.0",  // 1.1: negatives of the nearest length
       "speech-text matching on paired data: matched vs swapped transcripts, a binary classifier on "
                   "the pooled speech ++ text context vectors",
       OptionSchema()

@@ -46,6 +46,11 @@ struct HeadsImpl : torch::nn::Module {
   }
   /// Added in the connect phase, once the provider's G*V is known.
   void add_speech_head(std::int64_t d_model, std::int64_t speech_codes) {
+    if (speech_head) {
+      if (speech_head->options.out_features() != speech_codes)
+        throw std::logic_error("tlm: connected twice to providers of different sizes");
+      return;
+    }
     speech_head = register_module("speech_head", torch::nn::Linear(d_model, speech_codes));
   }
   torch::nn::Linear text_head{nullptr}, speech_head{nullptr};

@@ -1,12 +1,21 @@
 #include "contrastive.h"
 
 #include <limits>
+
+#include <torch/utils.h>
 #include <vector>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/normalization.h>
 
 namespace workbench::w2v_bert {
+
+torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid) {
+  torch::NoGradGuard no_grad;
+  auto frames = x.detach().index({valid});  // (N, D)
+  if (frames.numel() < 2) return torch::ones({}, x.options());
+  return frames.std();
+}
 
 torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K, std::mt19937_64& rng) {
   auto m = mask.to(torch::kCPU).contiguous();

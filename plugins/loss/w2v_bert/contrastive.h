@@ -12,6 +12,11 @@ namespace workbench::w2v_bert {
 /// For each of the M masked frames (row-major over `mask` (B, T) bool), K indices into that same list
 /// of masked frames: other masked frames of the same row, drawn uniformly with replacement. Rows with a
 /// single masked frame have none to draw from; their entries are -1. Returns (M, K) int64 on the CPU.
+/// The standard deviation of `x` (B, T, D) over its valid frames (`valid` (B, T) bool) only, detached: the
+/// scale of the random vectors that replace masked frames, which padding must not shrink. 1 when no frame
+/// is valid.
+torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid);
+
 torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K, std::mt19937_64& rng);
 
 struct ContrastiveOutput {

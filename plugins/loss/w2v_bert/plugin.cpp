@@ -56,6 +56,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     mlm_weight_ = o.get_float("mlm_weight");
     contrastive_weight_ = o.get_float("contrastive_weight");
     learned_mask_ = o.get_string("mask_replacement") == "learned";
+    mlm_sampled_ = o.get_string("mlm_target") == "sampled";
     groups_ = o.get_int("codebooks");
     entries_ = o.get_int("codebook_entries");
     std::int64_t code_dim = o.get_int("code_dim") > 0 ? o.get_int("code_dim") : ctx.speech_dim;
@@ -93,7 +94,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     if (learned_mask_) {
       replacement = heads_->mask_embedding.to(x.dtype()).expand_as(x);
     } else {
-      replacement = torch::randn_like(x) * x.detach().std();
+      replacement = torch::randn_like(x) * valid_std(x, valid);
     }
     auto masked_x = torch::where(mask.unsqueeze(-1), replacement, x);
     auto contrastive = speech.encode({masked_x, embedded.lengths});
@@ -108,7 +109,9 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     // Masked prediction at the top of the shared encoder, against the (detached) code ids.
     auto context = model.shared_from_speech(contrastive);
     auto logits = heads_->mlm(context.x.index({mask})).view({-1, groups_, entries_});  // (M, G, V)
-    auto targets = quantized.codes.index({mask});                                       // (M, G)
+    // fairseq2 predicts the Gumbel-sampled codes, the contrastive loss's own targets; "argmax" predicts the
+    // noise-free codes (what the paper's "token IDs of the quantizer" reads as outside training).
+    auto targets = (mlm_sampled_ ? quantized.sampled_codes : quantized.codes).index({mask});  // (M, G)
     torch::Tensor mlm_loss, mlm_accuracy, mlm_majority;
     if (targets.size(0) > 0) {
       mlm_loss = torch::nn::functional::cross_entropy(logits.reshape({-1, entries_}), targets.reshape({-1}));
@@ -148,10 +151,11 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
   double diversity_weight_ = 0.1, mlm_weight_ = 1.0, contrastive_weight_ = 1.0;
   std::int64_t mask_span_ = 10, distractors_ = 100, groups_ = 1, entries_ = 1024;
   bool learned_mask_ = false;
+  bool mlm_sampled_ = true;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.0.0",
+  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.1.0",  // 1.1: mlm_target, valid-frame noise scale
       "w2v-BERT (Chung et al. 2021): span masking, Gumbel quantizer, InfoNCE at the top of the speech encoder, "
       "masked prediction of code ids at the top of the shared encoder",
       OptionSchema()
@@ -169,7 +173,10 @@ PluginDescriptor describe() {
           .add_float("gumbel_decay", 0.999995, "temperature factor per step", 0, 1)
           .add_float("contrastive_weight", 1.0, "weight of the contrastive loss", 0)
           .add_float("diversity_weight", 0.1, "alpha, weight of the diversity loss (paper 0.1, Meta 0.2)", 0)
-          .add_float("mlm_weight", 1.0, "weight of the masked-prediction loss", 0));
+          .add_float("mlm_weight", 1.0, "weight of the masked-prediction loss", 0)
+          .add_choice("mlm_target", "sampled", {"sampled", "argmax"},
+                      "masked-prediction targets: the Gumbel-sampled codes the quantized vectors used (fairseq2) or "
+                      "the noise-free argmax codes"));
 }
 
 }  // namespace

@@ -53,8 +53,10 @@ QuantizerOutput QuantizerImpl::forward(const torch::Tensor& x, const torch::Tens
     // Hard Gumbel softmax, straight-through: one-hot forward, soft gradient backward.
     onehot = torch::nn::functional::gumbel_softmax(
         z, torch::nn::functional::GumbelSoftmaxFuncOptions().tau(temperature).hard(true).dim(-1));
+    out.sampled_codes = onehot.detach().argmax(-1);
   } else {
     onehot = torch::one_hot(out.codes, entries).to(x.dtype());
+    out.sampled_codes = out.codes;
   }
   // (B, T, G, V) x (G, V, d) -> (B, T, G, d)
   auto q = torch::einsum("btgv,gvd->btgd", {onehot, codebook});

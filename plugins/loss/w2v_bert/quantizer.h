@@ -15,7 +15,10 @@ namespace workbench::w2v_bert {
 
 struct QuantizerOutput {
   torch::Tensor quantized;  ///< (B, T, code_dim)
-  torch::Tensor codes;      ///< (B, T, G) int64, the chosen entries (argmax of the logits; detached)
+  torch::Tensor codes;      ///< (B, T, G) int64, the argmax of the logits (detached): noise-free
+  /// (B, T, G) int64, the entries the quantized vectors were built from (detached): the Gumbel sample in
+  /// training, the argmax in evaluation. What the contrastive loss's targets are made of.
+  torch::Tensor sampled_codes;
   /// Perplexity of the average soft code distribution over valid frames, summed over codebooks
   /// (wav2vec 2.0 eq. 4): G * V when every entry is used equally, G when one entry takes everything.
   torch::Tensor perplexity;
