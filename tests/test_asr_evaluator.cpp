@@ -133,6 +133,19 @@ TEST_CASE("asr: cer and wer average the languages; the pooled rates count every 
   CHECK(m.at("wer_pooled") == Approx(0.5));
 }
 
+TEST_CASE("asr: cer and wer are scored on normalised text, the raw strings under cer_raw and wer_raw", "[asr]") {
+  ScriptedPredictor predictor(std::map<std::string, std::string>{{"1", "a_ _b"}});  // decodes to "a b"
+  auto asr = make_asr();
+  asr->connect(Connections({{"ctc", "scripted", &predictor}}));
+  ModelParts model;
+  // Upper case and punctuation in the reference: no error once normalised, three raw (A, ',' and '.').
+  auto m = as_map(asr->evaluate({{batch_of({{"1", "en", "A, b."}})}, model, torch::kCPU}));
+  CHECK(m.at("cer") == 0.0);
+  CHECK(m.at("wer") == 0.0);
+  CHECK(m.at("cer_raw") == Approx(3.0 / 5.0));  // "A, b." is 5 characters
+  CHECK(m.at("wer_raw") == Approx(1.0));        // both words differ
+}
+
 TEST_CASE("asr: its predictor is connected by name, and a missing one says what to add", "[asr][errors]") {
   auto asr = make_asr("ctc");
   const std::string msg =

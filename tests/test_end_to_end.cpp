@@ -2,12 +2,14 @@
 // the SQLite run store read back. Each case takes a few seconds on 2 cores.
 //
 // Set WORKBENCH_KEEP_E2E=1 to keep the temporary folders (their paths are printed) for inspection.
+#include <signal.h>
 #include <sys/wait.h>
 #include <torch/cuda.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test_support.h"
@@ -329,6 +332,60 @@ TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e]
   for (const auto& p : plugins) names.insert(p.name);
   CHECK(names == std::set<std::string>{"manifest", "conformer", "ctc", "asr"});
   CHECK(fs::exists(dir.file("checkpoints") + "/run-" + id + "/final.pt"));
+}
+
+TEST_CASE("e2e: Ctrl-C mid-run writes a checkpoint that loads, and the run is recorded as interrupted",
+          "[e2e][interrupt]") {
+  TempDir dir("wbtest_e2e_");
+  const std::string manifest = write_manifest(dir, 6);
+  const std::string exp = dir.file("long.toml");
+  const std::string db = dir.file("runs.db");
+  // Far more steps than the test waits for: it is stopped by SIGINT, not by its end.
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 100000));
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    const std::string err = dir.file("interrupted.err");
+    std::freopen(err.c_str(), "w", stderr);
+    ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(),
+            static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  // Wait until it trains (training metrics are in the store), then press Ctrl-C.
+  bool training = false;
+  for (int i = 0; i < 600 && !training; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!fs::exists(db)) continue;
+    try {
+      RunStore peek(db);
+      auto runs = peek.runs();
+      training = !runs.empty() && !peek.metrics(runs[0].id, "train/loss").empty();
+    } catch (const std::exception&) {
+    }
+  }
+  REQUIRE(training);
+  ::kill(child, SIGINT);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  INFO(read_file(dir.file("interrupted.err")));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  RunStore store(db);
+  const auto run = store.runs().at(0);
+  CHECK(run.status == "interrupted");
+  const auto checkpoints = store.checkpoints(run.id);
+  REQUIRE(checkpoints.size() == 1);
+  CHECK(checkpoints[0].kind == "interrupted");
+  CHECK(checkpoints[0].step > 0);
+  CHECK(checkpoints[0].sha256 == workbench::sha256_file(checkpoints[0].path));
+  // The file is complete: it loads, with the step it was written at.
+  torch::serialize::InputArchive archive;
+  archive.load_from(checkpoints[0].path);
+  torch::Tensor step;
+  archive.read("step", step);
+  CHECK(step.item<std::int64_t>() == checkpoints[0].step);
 }
 
 TEST_CASE("e2e: a configuration error fails the run and records the message", "[e2e][errors]") {

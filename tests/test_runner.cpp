@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
 #include "test_support.h"
 #include "workbench/error.h"
 #include "workbench/registry.h"
@@ -147,6 +150,23 @@ TEST_CASE("runner: resolve alone gives the config, with the plugins it names", "
   Runner other(plugins, RunnerOptions().dry_run(true).verbose(false));
   CHECK_THROWS_WITH(other.resolve(joint({"model.text_embedding.plugin=conformer"})),
                     Contains("unknown text_embedding plugin 'conformer'"));
+}
+
+TEST_CASE("runner: configure_runtime sets the threads and the device, and refuses a missing GPU", "[runner]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  runner.resolve(joint({"trainer.threads=1", "trainer.device=\"cpu\""}));
+  const auto& rt = runner.configure_runtime();
+  CHECK(rt.threads == 1);
+  CHECK(at::get_num_threads() == 1);
+  CHECK(rt.device.is_cpu());
+  CHECK_FALSE(rt.blas.empty());
+  if (!torch::cuda::is_available()) {
+    Runner gpu(plugins, RunnerOptions().dry_run(true).verbose(false));
+    gpu.resolve(joint({"trainer.device=\"cuda\""}));
+    CHECK_THROWS_WITH(gpu.configure_runtime(), Contains("CUDA is not available"));
+  }
+  at::set_num_threads(2);
 }
 
 TEST_CASE("runner: phases refuse to run out of order", "[runner]") {

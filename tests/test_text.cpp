@@ -141,3 +141,14 @@ TEST_CASE("Vocabulary: deserialize refuses malformed input", "[vocabulary]") {
   // Only the header: an empty vocabulary.
   CHECK(Vocabulary::deserialize("workbench-char-vocabulary v1\n").size() == 2);
 }
+
+TEST_CASE("normalize_for_scoring: case, punctuation of any script and spaces, apostrophes and hyphens kept",
+          "[text][scoring]") {
+  CHECK(normalize_for_scoring("Hello,   World!") == "hello world");
+  CHECK(normalize_for_scoring("  Don't stop -- it's peut-être.  ") == "don't stop -- it's peut-être");
+  CHECK(normalize_for_scoring("Привет, Мир!") == "привет мир");
+  CHECK(normalize_for_scoring("¿Qué HORA es?") == "qué hora es");
+  CHECK(normalize_for_scoring("«Ça va» ÉTÉ…") == "ça va été");
+  CHECK(normalize_for_scoring("") == "");
+  CHECK(normalize_for_scoring("?!.") == "");
+}

@@ -67,13 +67,30 @@ std::string utf8_encode(const std::u32string& text) {
   return out;
 }
 
-std::string to_lower(const std::string& text) {
-  // A private locale object: the process's global locale stays whatever the user has.
+namespace {
+// A private locale object: the process's global locale stays whatever the user has.
+locale_t utf8_locale() {
   static locale_t utf8 = [] {
     locale_t l = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
     if (!l) throw std::runtime_error("the C.UTF-8 locale is not available (glibc's locales)");
     return l;
   }();
+  return utf8;
+}
+}  // namespace
+
+std::string normalize_for_scoring(const std::string& text) {
+  const locale_t utf8 = utf8_locale();
+  std::u32string cps = utf8_decode(to_lower(text));
+  for (auto& cp : cps) {
+    const bool keep = cp == U'\'' || cp == U'\u2019' || cp == U'-';
+    if (!keep && iswpunct_l(static_cast<wint_t>(cp), utf8)) cp = U' ';
+  }
+  return normalize_space(utf8_encode(cps));
+}
+
+std::string to_lower(const std::string& text) {
+  const locale_t utf8 = utf8_locale();
   std::u32string cps = utf8_decode(text);
   for (auto& cp : cps) cp = static_cast<char32_t>(towlower_l(static_cast<wint_t>(cp), utf8));
   return utf8_encode(cps);

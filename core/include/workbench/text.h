@@ -16,6 +16,11 @@ std::string to_lower(const std::string& text);
 /// Collapses runs of white space into one space and trims both ends.
 std::string normalize_space(const std::string& text);
 
+/// The text as error rates are usually reported on: lower-cased (Unicode-aware), punctuation of any
+/// script (glibc's iswpunct in C.UTF-8: Latin, Cyrillic, CJK marks, "«»", "¿¡") replaced by spaces except
+/// the apostrophe and the hyphen, which belong to words ("don't", "peut-être"), then white space collapsed.
+std::string normalize_for_scoring(const std::string& text);
+
 /// Splits on white space.
 std::vector<std::string> split_words(const std::string& text);
 

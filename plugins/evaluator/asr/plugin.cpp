@@ -9,6 +9,7 @@
 #include "workbench/error.h"
 #include "workbench/evaluator.h"
 #include "workbench/plugin.h"
+#include "workbench/text.h"
 #include "workbench/vocabulary.h"
 
 namespace workbench::asr {
@@ -39,7 +40,7 @@ class AsrEvaluator final : public Evaluator {
     if (!predictor_) throw std::logic_error("asr evaluator: evaluate() before connect()");
     FramePredictor* predictor = predictor_;
     const Vocabulary& vocab = predictor->vocabulary();
-    std::map<std::string, ErrorCount> cer, wer;
+    std::map<std::string, ErrorCount> cer, wer, cer_raw, wer_raw;
     ErrorCount cer_all, wer_all;
     for (const auto& cpu_batch : ctx.batches) {
       Batch batch = cpu_batch.to(ctx.device);
@@ -50,12 +51,17 @@ class AsrEvaluator final : public Evaluator {
         auto hyp = vocab.decode(collapse(best[b].data_ptr<std::int64_t>(), lens[b].item<std::int64_t>()));
         const auto& ref = cpu_batch.texts[static_cast<std::size_t>(b)];
         const auto& lang = cpu_batch.langs[static_cast<std::size_t>(b)];
-        auto c = char_errors(ref, hyp);
-        auto w = word_errors(ref, hyp);
+        // Reported as the field reports: both sides normalised (case, punctuation, spaces); the raw
+        // strings under their own keys.
+        const std::string ref_n = normalize_for_scoring(ref), hyp_n = normalize_for_scoring(hyp);
+        auto c = char_errors(ref_n, hyp_n);
+        auto w = word_errors(ref_n, hyp_n);
         cer[lang] += c;
         wer[lang] += w;
         cer_all += c;
         wer_all += w;
+        cer_raw[lang] += char_errors(ref, hyp);
+        wer_raw[lang] += word_errors(ref, hyp);
       }
     }
     std::vector<std::pair<std::string, double>> out;
@@ -73,6 +79,13 @@ class AsrEvaluator final : public Evaluator {
     out.emplace_back("wer", wer_mean / n);
     out.emplace_back("cer_pooled", cer_all.rate());
     out.emplace_back("wer_pooled", wer_all.rate());
+    double cer_raw_mean = 0, wer_raw_mean = 0;
+    for (const auto& [lang, c] : cer_raw) {
+      cer_raw_mean += c.rate();
+      wer_raw_mean += wer_raw[lang].rate();
+    }
+    out.emplace_back("cer_raw", cer_raw_mean / n);
+    out.emplace_back("wer_raw", wer_raw_mean / n);
     return out;
   }
 
@@ -83,8 +96,8 @@ class AsrEvaluator final : public Evaluator {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<AsrEvaluator>(PluginKind::Evaluator, "asr", "1.0.0",
-      "greedy CTC decoding; CER and WER per language and averaged over languages",
+  return describe_plugin<AsrEvaluator>(PluginKind::Evaluator, "asr", "1.1.0",  // 1.1: normalised scoring, *_raw
+      "greedy CTC decoding; CER and WER (normalised: case, punctuation, spaces; raw under cer_raw, wer_raw) per language and averaged over languages",
       OptionSchema()
           .add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded"));
 }
