@@ -27,9 +27,9 @@ packages=(
   asterisk-core-sounds-ru asterisk-core-sounds-ru-wav
 )
 
-# Only the benchmark and the golden-value scripts need these; install with WITH_PYTHON_PEER=1.
+# Only the benchmark and the golden-value scripts (tests/golden/) need these; install with WITH_PYTHON_PEER=1.
 if [[ "${WITH_PYTHON_PEER:-0}" == 1 ]]; then
-  packages+=(python3-torch python3-torchaudio python3-numpy)
+  packages+=(python3-torch python3-torchaudio python3-numpy sctk)
 fi
 
 missing=()

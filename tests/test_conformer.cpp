@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "../plugins/encoder/conformer/conformer_block.h"
 #include "../plugins/encoder/conformer/relative_position.h"
 #include "workbench/encoder.h"
+#include "workbench/npy.h"
 #include "workbench/error.h"
 #include "workbench/registry.h"
 
@@ -243,6 +245,54 @@ TEST_CASE("in training, a row's output does not depend on its padding or its nei
       REQUIRE(stats_alone.size() == 4);  // mean and variance of two blocks
       for (std::size_t i = 0; i < stats_alone.size(); ++i) CHECK(torch::allclose(stats_alone[i], stats_padded[i], 1e-5, 1e-6));
     }
+  }
+}
+
+TEST_CASE("golden: our blocks match torchaudio.models.Conformer with the same weights", "[conformer][golden]") {
+  // tests/golden/make_conformer_golden.py: torchaudio 0.13.1's Conformer from a seed, its weights saved
+  // under our names, an input and its output. Evaluation mode, full-length rows (see the script for why).
+  for (const std::string norm : {"batch", "group"}) {
+    INFO("conv_norm = " << norm);
+    const std::string dir = std::string(WORKBENCH_TEST_DATA_DIR) + "/conformer_golden/" + norm;
+    auto o = tiny_options("none", "projection");
+    o.set("d_model", std::int64_t{16}, "golden");
+    o.set("ffn_dim", std::int64_t{32}, "golden");
+    o.set("heads", std::int64_t{2}, "golden");
+    o.set("layers", std::int64_t{2}, "golden");
+    o.set("kernel_size", std::int64_t{7}, "golden");
+    o.set("conv_norm", norm, "golden");
+    o.set("conv_norm_groups", std::int64_t{1}, "golden");  // torchaudio's use_group_norm: one group
+    auto encoder = make_encoder(o, 16);
+    encoder->module().eval();
+    auto params = encoder->module().named_parameters();
+    auto buffers = encoder->module().named_buffers();
+    std::ifstream names(dir + "/weights.txt");
+    REQUIRE(names.good());
+    std::string name;
+    std::size_t loaded = 0;
+    torch::NoGradGuard no_grad;
+    while (std::getline(names, name)) {
+      if (name.empty()) continue;
+      INFO(name);
+      auto value = read_npy(dir + "/" + name + ".npy");
+      torch::Tensor* target = params.find(name);
+      if (!target) target = buffers.find(name);
+      REQUIRE(target != nullptr);
+      REQUIRE(target->sizes() == value.sizes());
+      target->copy_(value);
+      ++loaded;
+    }
+    // Every block parameter came from torchaudio (only the unused projection frontend did not).
+    std::size_t block_params = 0;
+    for (const auto& p : params)
+      if (p.key().rfind("blocks.", 0) == 0) ++block_params;
+    CHECK(loaded >= block_params);
+    auto x = read_npy(dir + "/input.npy");
+    auto expected = read_npy(dir + "/output.npy");
+    auto lengths = torch::full({x.size(0)}, x.size(1), torch::kInt64);
+    auto y = encoder->encode({x, lengths}).x;
+    REQUIRE(y.sizes() == expected.sizes());
+    CHECK((y - expected).abs().max().item<double>() < 1e-4);
   }
 }
 

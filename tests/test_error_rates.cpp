@@ -1,5 +1,7 @@
 // Levenshtein distance, character and word error rates, checked on cases worked out by hand.
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -178,4 +180,46 @@ TEST_CASE("edit_distance agrees with a full-matrix implementation and is a metri
   }
   CHECK(edit_distance(std::vector<std::string>{"a", "b"}, std::vector<std::string>{"b"}) == 1);
   CHECK(edit_distance(std::vector<char32_t>{U'п', U'р'}, std::vector<char32_t>{U'р', U'п'}) == 2);
+}
+
+TEST_CASE("WER against NIST sclite on a fixed corpus", "[error_rates][golden]") {
+  // tests/golden/make_sclite_golden.py ran sclite (sctk) on these reference and hypothesis files and kept
+  // its raw summary: the corpus's words and errors on the "Sum" line.
+  const std::string dir = std::string(WORKBENCH_TEST_DATA_DIR) + "/sclite/";
+  auto lines = [](const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE(in.good());
+    std::vector<std::string> out;
+    std::string line;
+    while (std::getline(in, line)) out.push_back(line.substr(0, line.rfind('(')));  // drop "(id)"
+    return out;
+  };
+  const auto refs = lines(dir + "ref.trn"), hyps = lines(dir + "hyp.trn");
+  REQUIRE(refs.size() == hyps.size());
+  ErrorCount total;
+  std::int64_t wrong_sentences = 0;
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    const auto e = word_errors(refs[i], hyps[i]);
+    total += e;
+    wrong_sentences += e.errors > 0;
+  }
+  std::ifstream summary(dir + "sclite_rsum.txt");
+  std::string line, sum;
+  while (std::getline(summary, line))
+    if (line.find("| Sum ") != std::string::npos) sum = line;
+  REQUIRE_FALSE(sum.empty());
+  // "| Sum  |   12     49 |   31      9      9      9     27     11 |": sentences, words | correct,
+  // substitutions, deletions, insertions, errors, sentences with an error.
+  for (char& c : sum)
+    if (c == '|') c = ' ';
+  std::istringstream fields(sum);
+  std::string label;
+  std::int64_t sentences = 0, words = 0, correct = 0, sub = 0, del = 0, ins = 0, errors = 0, sentence_errors = 0;
+  fields >> label >> sentences >> words >> correct >> sub >> del >> ins >> errors >> sentence_errors;
+  REQUIRE(label == "Sum");
+  CHECK(sentences == static_cast<std::int64_t>(refs.size()));
+  CHECK(total.ref_length == words);
+  CHECK(total.errors == errors);
+  CHECK(wrong_sentences == sentence_errors);
+  CHECK(total.rate() == Approx(static_cast<double>(errors) / static_cast<double>(words)));
 }
