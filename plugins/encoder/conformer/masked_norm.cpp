@@ -4,7 +4,14 @@
 
 namespace workbench::conformer {
 
+namespace {
+
+// Without padding the masked statistics are the plain ones: the fused kernels are faster.
+bool all_valid(const torch::Tensor& valid) { return valid.numel() == 0 || valid.all().item<bool>(); }
+}  // namespace
+
 torch::Tensor masked_group_norm(const torch::Tensor& h, const torch::Tensor& valid, torch::nn::GroupNorm& norm) {
+  if (all_valid(valid)) return norm(h);
   const auto B = h.size(0), D = h.size(1), T = h.size(2);
   const auto G = norm->options.num_groups();
   const double eps = norm->options.eps();
@@ -20,6 +27,7 @@ torch::Tensor masked_group_norm(const torch::Tensor& h, const torch::Tensor& val
 }
 
 torch::Tensor masked_batch_norm(const torch::Tensor& h, const torch::Tensor& valid, torch::nn::BatchNorm1d& norm) {
+  if (all_valid(valid)) return norm(h);
   const auto D = h.size(1);
   const auto& o = norm->options;
   auto m = valid.to(h.dtype()).unsqueeze(1);  // (B, 1, T)
