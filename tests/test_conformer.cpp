@@ -248,6 +248,22 @@ TEST_CASE("in training, a row's output does not depend on its padding or its nei
   }
 }
 
+TEST_CASE("batch norm: two forwards in one step, one padded and one not, then one backward", "[conformer][padding]") {
+  // What a step with several objectives does (w2v-BERT, TLM and CTC all run the speech encoder): the
+  // fused and the masked statistics alternate, and the running statistics they update must not void what
+  // the other forward saved for backward.
+  torch::manual_seed(9);
+  auto o = tiny_options("none");
+  o.set("conv_norm", std::string("batch"), "test");
+  auto encoder = make_encoder(o);
+  encoder->module().train(true);
+  const std::int64_t D = 32;
+  auto full = encoder->encode({torch::randn({2, 10, D}, torch::requires_grad()), torch::tensor(std::vector<std::int64_t>{10, 10})});
+  auto padded = encoder->encode({torch::randn({2, 10, D}), torch::tensor(std::vector<std::int64_t>{10, 6})});
+  auto again = encoder->encode({torch::randn({2, 10, D}), torch::tensor(std::vector<std::int64_t>{10, 10})});
+  CHECK_NOTHROW((full.x.sum() + padded.x.sum() + again.x.sum()).backward());
+}
+
 TEST_CASE("golden: our blocks match torchaudio.models.Conformer with the same weights", "[conformer][golden]") {
   // tests/golden/make_conformer_golden.py: torchaudio 0.13.1's Conformer from a seed, its weights saved
   // under our names, an input and its output. Evaluation mode, full-length rows (see the script for why).

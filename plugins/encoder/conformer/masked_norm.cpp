@@ -40,9 +40,11 @@ torch::Tensor masked_batch_norm(const torch::Tensor& h, const torch::Tensor& val
       torch::NoGradGuard no_grad;
       const double momentum = o.momentum().value_or(0.1);
       auto unbiased = var.detach() * (n / (n - 1.0).clamp_min(1.0));
-      norm->running_mean.mul_(1.0 - momentum).add_(mean.detach(), momentum);
-      norm->running_var.mul_(1.0 - momentum).add_(unbiased, momentum);
-      norm->num_batches_tracked.add_(1);
+      // Through .data(), as the fused kernel updates them: a forward of another objective in the same step
+      // may have saved these tensors for its backward, and a visible in-place change would void that.
+      norm->running_mean.data().mul_(1.0 - momentum).add_(mean.detach(), momentum);
+      norm->running_var.data().mul_(1.0 - momentum).add_(unbiased, momentum);
+      norm->num_batches_tracked.data().add_(1);
     }
   } else {
     mean = norm->running_mean;
