@@ -54,6 +54,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   for (const auto& t : tags) {
     const auto eq = t.find('=');
+    if (eq == 0 || t.empty()) {
+      std::fprintf(stderr, "error: --tag %s: expected key=value or a bare key, and the key must not be empty\n",
+                   t.c_str());
+      return 2;
+    }
     run.tags.emplace_back(t.substr(0, eq), eq == std::string::npos ? "" : t.substr(eq + 1));
   }
   if (*parent_opt) run.parent = parent;

@@ -294,6 +294,12 @@ shuffle = false
   CommandResult unknown = run_workbench(dir, {"run", exp, "--set", "trainer.steps=1", "--parent", "999", "--db", db});
   CHECK(unknown.exit_code != 0);
   CHECK_THAT(unknown.err, Contains("999"));
+  // A tag without a key is refused before anything runs.
+  const auto before = store.runs().size();
+  CommandResult keyless = run_workbench(dir, {"run", exp, "--tag", "=x", "--db", db});
+  CHECK(keyless.exit_code == 2);
+  CHECK_THAT(keyless.err, Contains("--tag =x"));
+  CHECK(store.runs().size() == before);
 }
 
 TEST_CASE("e2e: a manifest of synthetic WAVs trains and records the run", "[e2e][manifest]") {

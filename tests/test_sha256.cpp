@@ -1,7 +1,5 @@
 // Tests of workbench::sha256_file / sha256_text (core/src/sha256.cpp): known digests, files larger than
 // the read buffer, and errors that name the path.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,34 +7,17 @@
 #include <stdexcept>
 #include <string>
 
+#include "test_support.h"
 #include "workbench/sha256.h"
+
+#include <catch2/catch.hpp>
 
 namespace fs = std::filesystem;
 using workbench::sha256_file;
 using workbench::sha256_text;
+using workbench::testing::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "wb_sha256_XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
@@ -77,5 +58,5 @@ TEST_CASE("sha256 of an unreadable path throws naming it", "[sha256]") {
   CHECK_THROWS_WITH(sha256_file(dir.file("missing.so")), Catch::Contains("missing.so"));
   CHECK_THROWS_AS(sha256_file(dir.file("missing.so")), std::runtime_error);
   // A directory opens with fopen on Linux and fails on the first read.
-  CHECK_THROWS_WITH(sha256_file(dir.path().string()), Catch::Contains(dir.path().string()));
+  CHECK_THROWS_WITH(sha256_file(dir.path.string()), Catch::Contains(dir.path.string()));
 }
