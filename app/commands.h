@@ -18,10 +18,16 @@ struct RunArgs {
   bool dry_run = false;
   /// --tag key=value (or a bare key): stored in the run store's tags table.
   std::vector<std::pair<std::string, std::string>> tags;
-  /// --parent ID: the run this one continues or fine-tunes (also found from trainer.init_checkpoint).
+  /// --parent ID: the run this one continues or fine-tunes (also found from [init] from_run or from the
+  /// run that wrote [init] checkpoint).
   std::optional<std::int64_t> parent;
+  /// `workbench eval --from-run ID`: load every component of run ID's checkpoint, run the evaluators once,
+  /// train nothing; recorded as a run of kind "eval" whose parent is ID.
+  std::optional<std::int64_t> eval_from_run;
+  std::string eval_which = "final";  ///< --which: final, best or last
 };
-/// `workbench run`. Returns the process exit code: 0 finished, 1 failed, 130 interrupted.
+/// `workbench run` and `workbench eval`. Returns the process exit code: 0 finished, 1 failed, 130
+/// interrupted.
 int run_command(const RunArgs& args);
 
 /// `workbench runs [--db D] [--limit N]`: recent runs, newest first, with their headline metric.

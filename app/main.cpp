@@ -25,6 +25,21 @@ int main(int argc, char** argv) {
   std::int64_t parent = 0;
   auto* parent_opt = run_cmd->add_option("--parent", parent, "the run this one starts from (recorded as its parent)");
 
+  workbench::app::RunArgs eval;
+  std::int64_t eval_run = 0;
+  auto* eval_cmd = app.add_subcommand(
+      "eval", "evaluate a finished run's checkpoint with an experiment's evaluators, without training");
+  eval_cmd->add_option("experiment", eval.experiment, "experiment file (.toml) whose [evaluators] to run")->required();
+  eval_cmd->add_option("--from-run", eval_run, "the run whose checkpoint is evaluated (recorded as the parent)")
+      ->required();
+  eval_cmd->add_option("--which", eval.eval_which, "its checkpoint: final, best or last")
+      ->check(CLI::IsMember({"final", "best", "last"}))
+      ->capture_default_str();
+  eval_cmd->add_option("--set", eval.overrides, "override a config value")->take_all()->expected(1);
+  eval_cmd->add_option("--db", eval.db, "SQLite run store")->capture_default_str();
+  std::vector<std::string> eval_tags;
+  eval_cmd->add_option("--tag", eval_tags, "tag the eval run, key=value or a bare key")->take_all()->expected(1);
+
   std::string runs_db = "results/workbench.db";
   std::size_t runs_limit = 20;
   auto* runs_cmd = app.add_subcommand("runs", "list recent runs: id, name, kind, status, start, duration, headline");
@@ -52,18 +67,24 @@ int main(int argc, char** argv) {
   new_cmd->add_option("--dir", new_dir, "where to write it (default: ./NAME)");
 
   CLI11_PARSE(app, argc, argv);
-  for (const auto& t : tags) {
-    const auto eq = t.find('=');
-    if (eq == 0 || t.empty()) {
-      std::fprintf(stderr, "error: --tag %s: expected key=value or a bare key, and the key must not be empty\n",
-                   t.c_str());
-      return 2;
+  auto parse_tags = [](const std::vector<std::string>& given, workbench::app::RunArgs& into) {
+    for (const auto& t : given) {
+      const auto eq = t.find('=');
+      if (eq == 0 || t.empty()) {
+        std::fprintf(stderr, "error: --tag %s: expected key=value or a bare key, and the key must not be empty\n",
+                     t.c_str());
+        return false;
+      }
+      into.tags.emplace_back(t.substr(0, eq), eq == std::string::npos ? "" : t.substr(eq + 1));
     }
-    run.tags.emplace_back(t.substr(0, eq), eq == std::string::npos ? "" : t.substr(eq + 1));
-  }
+    return true;
+  };
+  if (!parse_tags(tags, run) || !parse_tags(eval_tags, eval)) return 2;
   if (*parent_opt) run.parent = parent;
+  eval.eval_from_run = eval_run;
   try {
     if (*run_cmd) return workbench::app::run_command(run);
+    if (*eval_cmd) return workbench::app::run_command(eval);
     if (*runs_cmd) return workbench::app::runs_command(runs_db, runs_limit);
     if (*inspect_cmd) return workbench::app::inspect_audio_command(inspect);
     if (*plugins_cmd) return workbench::app::plugins_command(describe, plugin_dirs);

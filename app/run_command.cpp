@@ -54,6 +54,31 @@ std::optional<std::int64_t> run_of_checkpoint(const RunStore& store, const std::
   return std::stoll(*rows[0][0]);
 }
 
+// [init] from_run: the path of run `id`'s checkpoint of kind `which` ("last": its newest of any kind).
+// Throws ConfigError naming the run and what it does have.
+std::string checkpoint_of_run(const RunStore& store, std::int64_t id, const std::string& which,
+                              const std::string& db) {
+  const std::string sid = std::to_string(id);
+  auto status = store.query_rows("SELECT status FROM runs WHERE id = " + sid).rows;
+  if (status.empty()) throw ConfigError(fmt::format("[init] from_run = {}: there is no run {} in {}", id, id, db));
+  const std::string where = which == "last" ? "" : " AND kind = '" + which + "'";
+  auto rows = store.query_rows("SELECT path FROM checkpoints WHERE run_id = " + sid + where +
+                               " ORDER BY step DESC, created_at DESC LIMIT 1").rows;
+  if (rows.empty() || !rows[0][0]) {
+    auto have = store.query_rows("SELECT kind || ' (step ' || step || ')' FROM checkpoints WHERE run_id = " + sid +
+                                 " ORDER BY step").rows;
+    std::string list;
+    for (const auto& r : have) list += (list.empty() ? "" : ", ") + r[0].value_or("");
+    throw ConfigError(fmt::format("[init] from_run = {}: run {} ({}) has no {} checkpoint{}", id, id,
+                                  status[0][0].value_or("?"), which == "last" ? "" : which,
+                                  list.empty() ? "" : "; it has: " + list + " (set [init] which)"));
+  }
+  const std::string path = *rows[0][0];
+  if (!fs::exists(path))
+    throw DataError(fmt::format("[init] from_run = {}: its {} checkpoint {} is no longer on disk", id, which, path));
+  return path;
+}
+
 int fail(RunStore& store, std::int64_t run, const std::string& message, const std::string& db) {
   store.finish_run(run, RunStatus::Failed, message);
   std::fprintf(stderr, "\nerror: %s\n(recorded as failed run %lld in %s)\n", message.c_str(),
@@ -70,10 +95,18 @@ int run_command(const RunArgs& args) {
   // Resolve the configuration first: --dump-config must not touch the database.
   Registry registry;
   RegistryFactory factory(registry);
-  Runner runner(factory, RunnerOptions().overrides(args.overrides).dry_run(args.dry_run));
+  std::vector<std::string> overrides = args.overrides;
+  if (args.eval_from_run) {
+    // Evaluation loads everything the run trained, heads included, with its vocabulary.
+    overrides.push_back("init.checkpoint=\"\"");
+    overrides.push_back("init.from_run=" + std::to_string(*args.eval_from_run));
+    overrides.push_back("init.which=\"" + args.eval_which + "\"");
+    overrides.push_back("init.components=[\"all\"]");
+  }
+  Runner runner(factory, RunnerOptions().overrides(overrides).dry_run(args.dry_run));
   std::string config_error;
   try {
-    ExperimentFile file = ExperimentFile::parse(args.experiment, args.overrides);
+    ExperimentFile file = ExperimentFile::parse(args.experiment, overrides);
     for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
     for (const auto& d : file.plugin_paths()) registry.load_directory(d);
     runner.resolve(file);
@@ -88,8 +121,19 @@ int run_command(const RunArgs& args) {
 
   RunStore store(args.db);
   results::RunInfo info = base_run_info(args.experiment);
-  info.kind = args.dry_run ? "dry-run" : "train";
+  info.kind = args.dry_run ? "dry-run" : args.eval_from_run ? "eval" : "train";
   info.tags = args.tags;
+  // [init] from_run names a run of this store: find its checkpoint before anything else needs it.
+  if (config_error.empty() && runner.config().init.from_run() > 0) {
+    try {
+      ExperimentConfig cfg = runner.config();
+      cfg.init.checkpoint(
+          checkpoint_of_run(store, cfg.init.from_run(), cfg.init.which(), args.db));
+      runner.adopt(std::move(cfg));
+    } catch (const Error& e) {
+      config_error = e.what();
+    }
+  }
   if (!config_error.empty()) {
     // Nothing is lost: even a run whose file does not parse is recorded, with the text it had.
     info.experiment_name = fs::path(args.experiment).stem().string();
@@ -102,8 +146,9 @@ int run_command(const RunArgs& args) {
   describe_config(info, cfg);
   // A run that starts from another's weights is its child.
   info.parent_run = args.parent;
-  if (!info.parent_run && !cfg.trainer.init_checkpoint().empty())
-    info.parent_run = run_of_checkpoint(store, cfg.trainer.init_checkpoint());
+  if (!info.parent_run && cfg.init.from_run() > 0) info.parent_run = cfg.init.from_run();
+  if (!info.parent_run && !cfg.init.checkpoint().empty())
+    info.parent_run = run_of_checkpoint(store, cfg.init.checkpoint());
 
   std::string device_error;
   try {
@@ -138,6 +183,20 @@ int run_command(const RunArgs& args) {
   try {
     store.add_params(run, to_params(cfg.flat));
     record_plugins(store, run, registry, runner);
+    if (args.eval_from_run) {
+      runner.prepare_data();
+      runner.build_model();
+      runner.create_components();
+      runner.connect();
+      runner.make_trainer(recorder, "");
+      Metrics metrics = runner.evaluate();
+      store.finish_run(run, RunStatus::Finished);
+      std::fprintf(stderr, "eval run %lld of run %lld finished\n", static_cast<long long>(run),
+                   static_cast<long long>(*args.eval_from_run));
+      for (const auto& [k, v] : metrics)
+        if (is_summary_metric(k)) std::fprintf(stderr, "  %-32s %.4f\n", k.c_str(), v);
+      return 0;
+    }
     if (!args.dry_run) ckpt_dir = checkpoint_folder(cfg.trainer.checkpoint_dir(), run);
     TrainResult result = runner.run(recorder, ckpt_dir);
     store.finish_run(run, RunStatus::Finished);
@@ -150,7 +209,7 @@ int run_command(const RunArgs& args) {
                  static_cast<long long>(run), static_cast<long long>(result.steps), result.train_seconds, total_s,
                  ckpt_dir.c_str());
     for (const auto& [k, v] : result.final_metrics)
-      if (k.find('/', k.find('/') + 1) == std::string::npos) std::fprintf(stderr, "  %-16s %.4f\n", k.c_str(), v);
+      if (is_summary_metric(k)) std::fprintf(stderr, "  %-32s %.4f\n", k.c_str(), v);
     std::fprintf(stderr, "  sqlite3 %s \"SELECT key, step, value FROM metrics WHERE run_id = %lld\"\n", args.db.c_str(),
                  static_cast<long long>(run));
     return 0;

@@ -56,6 +56,7 @@ const Registry& registry() {
 Options ctc_options(double dropout = 0.0) {
   Options o("objectives.ctc");
   o.set("dropout", dropout, "test");
+  o.set("layer", std::string("auto"), "test");
   return o;
 }
 

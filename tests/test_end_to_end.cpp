@@ -279,7 +279,7 @@ shuffle = false
 
   // A run that starts from this one's checkpoint is recorded as its child, and SQL joins the two.
   CommandResult child = run_workbench(dir, {"run", exp, "--set", "trainer.steps=2", "--set",
-                                            "trainer.init_checkpoint=" + ckpt, "--db", db});
+                                            "init.checkpoint=\"" + ckpt + "\"", "--db", db});
   INFO(child.err);
   REQUIRE(child.exit_code == 0);
   runs = store.runs();
@@ -294,6 +294,47 @@ shuffle = false
   CommandResult unknown = run_workbench(dir, {"run", exp, "--set", "trainer.steps=1", "--parent", "999", "--db", db});
   CHECK(unknown.exit_code != 0);
   CHECK_THAT(unknown.err, Contains("999"));
+  // [init] from_run names the parent by id: its final checkpoint is loaded and the link recorded.
+  CommandResult by_id = run_workbench(dir, {"run", exp, "--set", "trainer.steps=1", "--set", "init.from_run=" + id,
+                                            "--db", db});
+  INFO(by_id.err);
+  REQUIRE(by_id.exit_code == 0);
+  CHECK(store.runs().back().parent_run_id == std::optional<std::int64_t>(r.id));
+  CHECK(scalar(store, "SELECT value_text FROM params WHERE run_id = " + std::to_string(store.runs().back().id) +
+                          " AND key = 'derived.init.checkpoint'") == std::optional<std::string>(ckpt));
+  // A run that does not exist, or has no checkpoint of that kind, fails the run with what it does have.
+  CommandResult no_run = run_workbench(dir, {"run", exp, "--set", "init.from_run=999", "--db", db});
+  CHECK(no_run.exit_code == 1);
+  CHECK_THAT(no_run.err, Contains("no run 999"));
+  CHECK(store.runs().back().status == "failed");
+  CommandResult no_best = run_workbench(dir, {"run", exp, "--set", "init.from_run=" + id, "--set",
+                                              "init.which=\"best\"", "--db", db});
+  CHECK(no_best.exit_code == 1);
+  CHECK_THAT(no_best.err, Contains("has no best checkpoint") && Contains("final (step "));
+
+  // `workbench eval --from-run` scores the parent's checkpoint without training: an eval run, its child,
+  // with the metrics the parent ended on.
+  CommandResult evaluated = run_workbench(dir, {"eval", exp, "--from-run", id, "--db", db});
+  INFO(evaluated.err);
+  REQUIRE(evaluated.exit_code == 0);
+  const auto eval_run = store.runs().back();
+  CHECK(eval_run.kind == "eval");
+  CHECK(eval_run.status == "finished");
+  CHECK(eval_run.parent_run_id == std::optional<std::int64_t>(r.id));
+  const std::string eid = std::to_string(eval_run.id);
+  CHECK(scalar(store, "SELECT count(*) FROM checkpoints WHERE run_id = " + eid) == std::optional<std::string>("0"));
+  CHECK(scalar(store, "SELECT step FROM metrics WHERE run_id = " + eid + " AND key = 'dev/cer'") ==
+        std::optional<std::string>("0"));
+  const auto parent_cer = scalar(store, "SELECT value FROM metrics WHERE run_id = " + id +
+                                            " AND key = 'dev/cer' ORDER BY step DESC LIMIT 1");
+  const auto eval_cer = scalar(store, "SELECT value FROM metrics WHERE run_id = " + eid + " AND key = 'dev/cer'");
+  REQUIRE(parent_cer);
+  REQUIRE(eval_cer);
+  CHECK(std::stod(*eval_cer) == Approx(std::stod(*parent_cer)).margin(1e-9));
+  // SQL reaches the parent's config and metrics from the child.
+  CHECK(scalar(store, "SELECT count(*) FROM run_parents WHERE child_id = " + eid + " AND parent_config_toml LIKE "
+                      "'%[objectives.%'") == std::optional<std::string>("1"));
+
   // A tag without a key is refused before anything runs.
   const auto before = store.runs().size();
   CommandResult keyless = run_workbench(dir, {"run", exp, "--tag", "=x", "--db", db});

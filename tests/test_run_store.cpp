@@ -742,6 +742,7 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     QueryResult result;
     REQUIRE_NOTHROW(result = store.query_rows(sql));
     CHECK_FALSE(result.columns.empty());
+    if (name == "finetune.sql") continue;  // no fine-tuning runs here: its own test case below
     CHECK_FALSE(result.rows.empty());
 
     if (name == "runs.sql") {
@@ -791,6 +792,37 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
   for (const char* required :
        {"runs.sql", "metrics_of_last_run.sql", "ablation.sql", "params_diff.sql", "plugins_of_last_run.sql"})
     CHECK(found.count(required) == 1);
+}
+
+TEST_CASE("finetune.sql: each fine-tuning run beside its starting point", "[run_store][queries]") {
+  TempDir dir;
+  RunStore store(dir.file("workbench.db"));
+  const auto pre = store.begin_run(sample_info("mslam-tiny", 1));
+  store.log_metrics(pre, 100, {{"dev/cer", 0.9}});
+  store.finish_run(pre, RunStatus::Finished);
+  RunInfo child = sample_info("finetune-asr-ctc", 1);
+  child.parent_run = pre;
+  const auto from_pre = store.begin_run(child);
+  store.log_metrics(from_pre, 0, {{"dev/cer", 0.95}, {"train/loss", 3.0}});
+  store.log_metrics(from_pre, 300, {{"dev/cer", 0.40}, {"dev/cer/en", 0.3}});
+  store.finish_run(from_pre, RunStatus::Finished);
+  const auto scratch = store.begin_run(sample_info("finetune-asr-ctc", 1));
+  store.log_metrics(scratch, 300, {{"dev/cer", 0.70}});
+  store.finish_run(scratch, RunStatus::Finished);
+  const auto failed = store.begin_run(sample_info("finetune-langid", 1));
+  store.log_metrics(failed, 0, {{"dev/langid/accuracy", 0.2}});
+  store.finish_run(failed, RunStatus::Failed, "diverged");
+
+  auto result = store.query_rows(read_file(fs::path(WORKBENCH_SOURCE_DIR) / "results" / "queries" / "finetune.sql"));
+  REQUIRE(result.rows.size() == 2);  // the failed run and the breakdowns are left out
+  CHECK(cell(result, 0, "task") == "asr-ctc");
+  CHECK(cell(result, 0, "metric") == "cer");
+  CHECK(cell(result, 0, "init") == "random init");
+  CHECK(cell(result, 0, "final") == "0.7");
+  CHECK(cell(result, 1, "init") == "run " + std::to_string(pre));
+  CHECK(cell(result, 1, "run") == std::to_string(from_pre));
+  CHECK(cell(result, 1, "final") == "0.4");
+  CHECK(cell(result, 1, "step") == "300");
 }
 
 // ---- schema migrations -------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include "runner_support.h"
 #include "test_support.h"
 #include "workbench/error.h"
 #include "workbench/registry.h"
@@ -24,39 +25,6 @@ using namespace workbench::testing;
 using Catch::Matchers::Contains;
 
 namespace {
-
-class BuiltinPlugins final : public ComponentFactory {
- public:
-  BuiltinPlugins() { registry_.load_directory(Registry::builtin_plugin_dir()); }
-  const OptionSchema& schema(PluginKind kind, const std::string& name, const std::string& where) override {
-    return registry_.get(kind, name, where).descriptor.options;
-  }
-  std::shared_ptr<Component> create(PluginKind kind, const std::string& name, const Options& options,
-                                    const BuildContext& context) override {
-    ++created[name];
-    return registry_.create(kind, name, options, context);
-  }
-  std::map<std::string, int> created;
-
- private:
-  Registry registry_;
-};
-
-class MemoryRecorder final : public RunRecorder {
- public:
-  void record(std::int64_t step, const Metrics& metrics) override {
-    for (const auto& [k, v] : metrics) values[k][step] = v;
-  }
-  void record_params(const std::vector<std::pair<std::string, OptionValue>>& p) override {
-    for (const auto& [k, v] : p) params[k] = v;
-  }
-  void record_checkpoint(const CheckpointInfo& c) override { checkpoints.push_back(c); }
-  void remove_checkpoint(const std::string& path) override { removed.push_back(path); }
-  std::map<std::string, std::map<std::int64_t, double>> values;
-  std::map<std::string, OptionValue> params;
-  std::vector<CheckpointInfo> checkpoints;
-  std::vector<std::string> removed;
-};
 
 bool have_asterisk() { return fs::exists("/usr/share/asterisk/sounds/en"); }
 

@@ -717,7 +717,7 @@ TEST_CASE("checkpoints: missing and unreadable files are DataErrors naming them"
   CHECK_THROWS_WITH(t.trainer->load_checkpoint(dir.file("nope.pt")), Contains(dir.file("nope.pt")));
   write_file(dir.file("junk.pt"), "not a checkpoint");
   CHECK_THROWS_AS(t.trainer->load_checkpoint(dir.file("junk.pt")), DataError);
-  // trainer.init_checkpoint reads the vocabulary first: the same errors, without a LibTorch backtrace.
+  // [init] checkpoint reads the vocabulary first: the same errors, without a LibTorch backtrace.
   CHECK_THROWS_AS(Trainer::checkpoint_vocabulary(dir.file("nope.pt")), DataError);
   CHECK_THROWS_WITH(Trainer::checkpoint_vocabulary(dir.file("nope.pt")), Contains(dir.file("nope.pt")));
   CHECK_THROWS_AS(Trainer::checkpoint_vocabulary(dir.file("junk.pt")), DataError);

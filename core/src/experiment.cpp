@@ -405,13 +405,13 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   const Impl& im = *impl_;
   ExperimentConfig cfg;
   cfg.path = im.path;
-  static const std::set<std::string> top = {"experiment", "plugins",    "frontend",   "trainer", "data",
-                                            "model",      "objectives", "evaluators", "stages"};
+  static const std::set<std::string> top = {"experiment", "plugins",    "frontend",   "trainer", "init",
+                                            "data",       "model",      "objectives", "evaluators", "stages"};
   for (const auto& [key, node] : im.root) {
     std::string k(key.str());
     if (!top.count(k))
       throw ConfigError(fmt::format("{}: unknown section '{}'. Allowed sections: experiment, plugins, frontend, "
-                                    "trainer, data, model, objectives, evaluators, stages",
+                                    "trainer, init, data, model, objectives, evaluators, stages",
                                     im.origin_of(k, node), k));
   }
 
@@ -430,6 +430,8 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   im.fill(im.subtable(im.root, "frontend", "frontend"), "frontend", {&FrontendOptions::schema()}, {&frontend}, "");
   Options trainer("trainer");
   im.fill(im.subtable(im.root, "trainer", "trainer"), "trainer", {&TrainerOptions::schema()}, {&trainer}, "");
+  Options init("init");
+  im.fill(im.subtable(im.root, "init", "init"), "init", {&InitOptions::schema()}, {&init}, "");
 
   auto named_tables = [&](const std::string& group, PluginKind kind, const OptionSchema& core,
                           std::vector<ComponentConfig>& out) {
@@ -544,6 +546,7 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   };
   cfg.frontend = FrontendOptions::from(frontend);
   cfg.trainer = TrainerOptions::from(trainer);
+  cfg.init = InitOptions::from(init);
   for (const auto& o : cfg.objectives) check_data(o, ObjectiveOptions::from(o.core).data());
   for (const auto& e : cfg.evaluators) check_data(e, EvaluatorOptions::from(e.core).data());
 
@@ -557,6 +560,7 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   emit(out, cfg.flat, "plugins", {&plugins});
   emit(out, cfg.flat, "frontend", {&frontend});
   emit(out, cfg.flat, "trainer", {&trainer});
+  emit(out, cfg.flat, "init", {&init});
   for (const auto& d : cfg.data) emit(out, cfg.flat, d.section, {&d.core, &d.options});
   emit(out, cfg.flat, "model", {&model_options});
   emit(out, cfg.flat, cfg.speech_encoder.section, {&cfg.speech_encoder.core, &cfg.speech_encoder.options});

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "workbench/data_options.h"
 #include "workbench/dataset.h"
@@ -190,7 +191,10 @@ void Runner::prepare_data() {
       for (const auto& u : raw[n]) im.train_texts.push_back(u.text);
   // Fine-tuning keeps the checkpoint's vocabulary, so that its output layers line up; characters the new
   // data adds map to unknown.
-  if (const std::string& init = cfg.trainer.init_checkpoint(); !init.empty() && !im.options.dry_run()) {
+  // A new head (CTC, RNN-T) is sized from this run's data unless loaded weights index the vocabulary.
+  const bool checkpoint_vocabulary = cfg.init.uses_checkpoint_vocabulary(!cfg.text_embedding.plugin.empty());
+  if (const std::string& init = cfg.init.checkpoint(); checkpoint_vocabulary && !im.options.dry_run()) {
+    if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
     im.vocabulary = std::make_shared<const Vocabulary>(Vocabulary::deserialize(Trainer::checkpoint_vocabulary(init)));
     im.say(fmt::format("  vocabulary of {} symbols from {}", im.vocabulary->size(), init));
   } else {
@@ -370,10 +374,26 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
   im.checkpoint_dir = checkpoint_dir;
   if (!checkpoint_dir.empty())
     im.trainer->set_checkpoint_directory(checkpoint_dir, cfg.resolved_toml, im.vocabulary->serialize());
-  if (const std::string& init = cfg.trainer.init_checkpoint(); !init.empty()) {
-    auto loaded = im.trainer->load_checkpoint(init);
-    im.add("derived.init_checkpoint_tensors", static_cast<std::int64_t>(loaded.size()));
-    im.say(fmt::format("  loaded {} tensors from {}", loaded.size(), init));
+  if (cfg.init.active()) {
+    const std::string& init = cfg.init.checkpoint();
+    if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
+    // [] = the model parts this run has; "all" = those and every objective's head.
+    std::vector<std::string> components = cfg.init.components();
+    if (components.empty()) {
+      // Every model part the checkpoint has (one pre-trained without a modality embedding has none).
+      const auto keys = Trainer::checkpoint_keys(init);
+      for (const auto& [name, m] : im.model.named_modules())
+        if (std::any_of(keys.begin(), keys.end(), [&](const std::string& k) { return k.rfind(name + ".", 0) == 0; }))
+          components.push_back(name);
+      if (components.empty())
+        throw ConfigError(fmt::format("{}: the checkpoint holds none of this model's parts", init));
+    }
+    if (cfg.init.loads_all()) components.clear();
+    auto loaded = im.trainer->load_checkpoint(init, false, components);
+    im.add("derived.init.checkpoint", init);
+    im.add("derived.init.tensors", static_cast<std::int64_t>(loaded.size()));
+    im.say(fmt::format("  loaded {} tensors from {} ({})", loaded.size(), init,
+                       components.empty() ? std::string("every component") : fmt::format("{}", fmt::join(components, ", "))));
   }
   return *im.trainer;
 }
@@ -388,18 +408,24 @@ TrainResult Runner::train() {
   }
   im.add("derived.steps_done", result.steps);
   im.add("derived.train_seconds", result.train_seconds);
-  // What `workbench runs` shows: the kept-best metric, else the first averaged evaluation metric, else
-  // the training loss.
-  std::string headline = im.cfg().trainer.keep_best();
-  if (headline.empty())
-    for (const auto& [k, v] : result.final_metrics)
-      if (k.find('/', k.find('/') + 1) == std::string::npos) {
-        headline = k;
-        break;
-      }
-  if (headline.empty()) headline = "train/loss";
-  im.add("derived.headline_metric", headline);
+  im.add("derived.headline_metric", headline_metric(im.cfg(), result.final_metrics));
   return result;
+}
+
+Metrics Runner::evaluate() {
+  Impl& im = *impl_;
+  if (!im.trainer) throw std::logic_error("Runner: make_trainer() before evaluate()");
+  Metrics metrics = im.trainer->evaluate();
+  im.add("derived.headline_metric", headline_metric(im.cfg(), metrics));
+  return metrics;
+}
+
+// What `workbench runs` shows: the kept-best metric, else the first evaluation metric (evaluators put
+// their averages first), else the training loss.
+std::string headline_metric(const ExperimentConfig& cfg, const Metrics& metrics) {
+  if (!cfg.trainer.keep_best().empty()) return cfg.trainer.keep_best();
+  if (!metrics.empty()) return metrics.front().first;
+  return "train/loss";
 }
 
 TrainResult Runner::run(RunRecorder& recorder, const std::string& checkpoint_dir) {

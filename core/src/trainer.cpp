@@ -48,11 +48,17 @@ void sync_path(const fs::path& path) {
 std::string summary(const Metrics& m) {
   std::string s;
   for (const auto& [k, v] : m)
-    if (k.find('/', k.find('/') + 1) == std::string::npos) s += fmt::format("  {} {:.4f}", k, v);
+    if (is_summary_metric(k)) s += fmt::format("  {} {:.4f}", k, v);
   return s;
 }
 
 }  // namespace
+
+bool is_summary_metric(const std::string& key) {
+  const auto slashes = std::count(key.begin(), key.end(), '/');
+  if (slashes <= 1) return true;
+  return slashes == 2 && key.size() - key.rfind('/') - 1 > 3;
+}
 
 struct Trainer::Impl {
   TrainerOptions options;
@@ -591,7 +597,8 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
   return digest;
 }
 
-std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer) {
+std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer,
+                                                  const std::vector<std::string>& components) {
   if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
   torch::serialize::InputArchive archive;
   try {
@@ -611,14 +618,28 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
       return;
     }
     if (value.sizes() != target.sizes())
-      throw ConfigError(fmt::format("{}: '{}' has shape {} in the checkpoint but {} in this model", path, key,
-                                    fmt::join(value.sizes(), "x"), fmt::join(target.sizes(), "x")));
+      throw ConfigError(fmt::format("{}: '{}' has shape {} in the checkpoint but {} in this model (a head sized "
+                                    "from another vocabulary or label set? leave its component out of [init] "
+                                    "components so that it starts new)",
+                                    path, key, fmt::join(value.sizes(), "x"), fmt::join(target.sizes(), "x")));
     target.copy_(value);
     loaded.push_back(key);
   };
+  std::vector<std::string> known;
+  for (auto& [name, m] : impl_->modules()) known.push_back(name);
+  for (const auto& c : components)
+    if (std::find(known.begin(), known.end(), c) == known.end())
+      throw ConfigError(fmt::format("{}: cannot load '{}': this run has no such component (it has: {})", path, c,
+                                    fmt::join(known, ", ")));
   for (auto& [name, m] : impl_->modules()) {
+    if (!components.empty() && std::find(components.begin(), components.end(), name) == components.end()) continue;
+    const auto before = loaded.size();
     for (auto& p : m->named_parameters()) copy_in(name + "." + p.key(), p.value(), false);
     for (auto& b : m->named_buffers()) copy_in(name + "." + b.key(), b.value(), true);
+    if (!components.empty() && loaded.size() == before && !m->parameters().empty())
+      throw ConfigError(fmt::format("{}: the checkpoint holds no '{}' to load (was it trained with one of that "
+                                    "name?)",
+                                    path, name));
   }
   if (with_optimizer) {
     torch::Tensor step;
@@ -638,6 +659,17 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     }
   }
   return loaded;
+}
+
+std::vector<std::string> Trainer::checkpoint_keys(const std::string& path) {
+  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
+  }
+  return archive.keys();
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {

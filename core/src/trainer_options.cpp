@@ -42,9 +42,6 @@ const OptionSchema& TrainerOptions::schema() {
           .add_choice("device", "auto", {"auto", "cpu", "cuda"}, "auto = CUDA when available")
           .add_int("log_every", 20, "record training metrics every N steps", 1)
           .add_bool("eval_at_start", true, "evaluate before the first step (step 0)")
-          .add_string("init_checkpoint", "",
-                      "load the model's and losses' weights from this checkpoint before training (fine-tuning, "
-                      "continued pre-training); parts it lacks keep their initialisation")
           .add_string("checkpoint_dir", "checkpoints",
                       "where checkpoints go, under run-<id>/ (relative to the working dir)")
           .add_int("checkpoint_every", 0, "write a periodic checkpoint every N steps (0 = off)", 0)
@@ -84,7 +81,6 @@ TrainerOptions TrainerOptions::from(const Options& t) {
       .device(t.get_string("device"))
       .log_every(t.get_int("log_every"))
       .eval_at_start(t.get_bool("eval_at_start"))
-      .init_checkpoint(t.get_string("init_checkpoint"))
       .checkpoint_dir(t.get_string("checkpoint_dir"))
       .checkpoint_every(t.get_int("checkpoint_every"))
       .checkpoint_every_minutes(t.get_float("checkpoint_every_minutes"))

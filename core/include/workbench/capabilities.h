@@ -34,6 +34,28 @@ class FramePredictor {
   virtual const Vocabulary& vocabulary() const = 0;
 };
 
+/// Transcripts decoded from speech by a sequence head (RNN-T greedy or beam search); the ASR evaluator
+/// scores these when the objective it names is not a FramePredictor.
+class Transcriber {
+ public:
+  virtual ~Transcriber();
+  /// One transcript per row of `batch` (its features and feature_lengths), UTF-8, in the order of the rows.
+  virtual std::vector<std::string> transcribe(const Batch& batch, ModelParts& model) = 0;
+};
+
+/// Utterance-level classes (spoken language ID, intent): what the classification evaluator scores.
+class UtteranceClassifier {
+ public:
+  virtual ~UtteranceClassifier();
+  /// The C class names, in logit order.
+  virtual const std::vector<std::string>& classes() const = 0;
+  /// (B) int64 on the CPU: each row's class from its metadata (language, prompt id); -1 for a row that
+  /// belongs to no class, which is left out of the loss and of every metric.
+  virtual torch::Tensor labels(const Batch& batch) const = 0;
+  /// (B, C) float logits from the batch's speech (features, feature_lengths).
+  virtual torch::Tensor logits(const Batch& batch, ModelParts& model) = 0;
+};
+
 /// Discrete targets for speech frames, as w2v-BERT's quantizer gives them (TLM predicts these).
 class SpeechCodeProvider {
  public:

@@ -33,7 +33,8 @@ namespace workbench {
 ///   2: capabilities connected before training (Loss::connect, Evaluator::connect, Connections) instead of
 ///      ModelParts::objectives and EvalContext::objectives; text embeddings are their own plugin kind;
 ///      describe_plugin<T>(). (BuildContext had also changed layout within 1 without a bump.)
-constexpr std::uint32_t kPluginApiVersion = 2;
+///   3: the Transcriber (RNN-T) and UtteranceClassifier (language ID, intent) capabilities.
+constexpr std::uint32_t kPluginApiVersion = 3;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 

@@ -6,6 +6,7 @@
 //   [plugins]                 paths = ["dir", ...]   extra plugin directories, relative to the file
 //   [frontend]                log-mel filterbank options (core)
 //   [trainer]                 optimiser, schedule, threads, device, logging (core)
+//   [init]                    starting weights: from_run / checkpoint, components, vocabulary (core)
 //   [data.<name>]             plugin = "<dataset>", batching keys (core) + the plugin's options
 //   [model]                   modality_embedding = true|false (core)
 //   [model.speech_encoder]    plugin = "<encoder>" + the plugin's options (filterbank -> contrastive vectors)
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "workbench/frontend_options.h"
+#include "workbench/init_options.h"
 #include "workbench/options.h"
 #include "workbench/plugin.h"
 #include "workbench/trainer_options.h"
@@ -55,6 +57,7 @@ struct ExperimentConfig {
   std::vector<std::string> plugin_paths;  ///< absolute
   FrontendOptions frontend;
   TrainerOptions trainer;
+  InitOptions init;
   std::vector<ComponentConfig> data;
   ComponentConfig speech_encoder;
   ComponentConfig text_embedding;  ///< plugin empty when the experiment has none

@@ -5,7 +5,7 @@
 //   resolve          the experiment file (+ --set) -> ExperimentConfig, plugin schemas from the factory
 //   configure_runtime threads, BLAS threads, the device
 //   prepare_data     datasets loaded once, features computed once and shared by every consumer; the
-//                    vocabulary (from the training texts, or from trainer.init_checkpoint when given)
+//                    vocabulary (from the training texts, or from the [init] checkpoint when its weights index it)
 //   build_model      speech encoder -> (projection) shared encoder <- text embedding (mSLAM figure 1)
 //   create_components objectives and evaluators from their plugins
 //   connect          typed capabilities between them (TLM <- w2v-BERT's codes, ASR <- CTC's
@@ -107,12 +107,15 @@ class Runner {
   void connect();
 
   /// Phase 5a. The trainer, with metrics and checkpoints going to `recorder`; loads
-  /// trainer.init_checkpoint when set. Checkpoints go to `checkpoint_dir` ("" = none written).
+  /// the [init] checkpoint's components when set ([init] from_run must already be resolved to a path). Checkpoints go to `checkpoint_dir` ("" = none written).
   Trainer& make_trainer(RunRecorder& recorder, const std::string& checkpoint_dir);
   /// Phase 5b. Trains, then writes final.pt (when a checkpoint directory was given) and records the
   /// derived results (steps, seconds, checkpoint path).
   TrainResult train();
 
+  /// Phase 5b instead of train(): every evaluator once, on the weights as they are (`workbench eval`);
+  /// the metrics are recorded at step 0.
+  Metrics evaluate();
   /// Every phase from prepare_data to train (or to connect, in a dry run), recording the derived params
   /// as they become known. resolve() and configure_runtime() must have been called.
   TrainResult run(RunRecorder& recorder, const std::string& checkpoint_dir);
@@ -138,6 +141,9 @@ class Runner {
   std::unique_ptr<Impl> impl_;
 };
 
+/// The metric `workbench runs` shows for a run: trainer.keep_best, else the first evaluation metric
+/// (evaluators list their averages first: "dev/cer", not "dev/cer/en"), else "train/loss".
+std::string headline_metric(const ExperimentConfig& cfg, const Metrics& metrics);
 /// The device for trainer.device ("auto", "cpu", "cuda"). Throws ConfigError for "cuda" without CUDA.
 c10::Device select_device(const std::string& choice);
 

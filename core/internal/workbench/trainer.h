@@ -26,6 +26,10 @@ namespace workbench {
 
 using Metrics = std::vector<std::pair<std::string, double>>;
 
+/// Whether `key` is a summary the console shows ("dev/cer", "train/loss", "dev/langid/accuracy") rather
+/// than a breakdown by language, class or pair ("dev/cer/en", "dev/langid/confusion/en/fr").
+bool is_summary_metric(const std::string& key);
+
 struct Objective {
   std::string name;  ///< [objectives.<name>]
   std::shared_ptr<Loss> loss;
@@ -129,9 +133,15 @@ class Trainer {
   /// continued pre-training with other objectives). Components this trainer has and the checkpoint
   /// lacks keep their initialisation; a shape mismatch is a ConfigError naming the tensor. With
   /// `with_optimizer` the AdamW state and the step are restored too, and train() continues from that
-  /// step. Returns the names of the tensors loaded. Throws DataError when the file cannot be read.
-  std::vector<std::string> load_checkpoint(const std::string& path, bool with_optimizer = false);
+  /// step. `components` (names as trainer.freeze takes them) limits what is loaded; each must be one this
+  /// trainer has (else ConfigError listing them) and one the checkpoint holds (else ConfigError); empty =
+  /// every component. Returns the names of the tensors loaded. Throws DataError when the file cannot be
+  /// read.
+  std::vector<std::string> load_checkpoint(const std::string& path, bool with_optimizer = false,
+                                           const std::vector<std::string>& components = {});
 
+  /// The names of the tensors a checkpoint holds ("speech_encoder.layers.0.ffn1.linear1.weight", ...).
+  static std::vector<std::string> checkpoint_keys(const std::string& path);
   /// The vocabulary a checkpoint was trained with (its serialize() form).
   static std::string checkpoint_vocabulary(const std::string& path);
 

@@ -53,7 +53,6 @@ struct TrainerOptions {
   TORCH_ARG(std::string, device) = "auto";
   TORCH_ARG(std::int64_t, log_every) = 20;
   TORCH_ARG(bool, eval_at_start) = true;
-  TORCH_ARG(std::string, init_checkpoint) = "";
   TORCH_ARG(std::string, checkpoint_dir) = "checkpoints";
   /// Periodic checkpoints every N steps and/or every M minutes of training (0 = off).
   TORCH_ARG(std::int64_t, checkpoint_every) = 0;

@@ -1,5 +1,5 @@
-// The "asr" evaluator: greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks),
-// then character and word error rates (Levenshtein), per language and over all languages.
+// The "asr" evaluator: greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks), or
+// an RNN-T head's own decoding (a Transcriber), then character and word error rates (Levenshtein), per language and over all languages.
 #include <map>
 #include <stdexcept>
 
@@ -31,24 +31,35 @@ class AsrEvaluator final : public Evaluator {
   explicit AsrEvaluator(const Options& o) : predictor_name_(o.get_string("predictor")), options_(o) {}
 
   void connect(const Connections& connections) override {
+    // A CTC head is decoded here (best path); a sequence head (RNN-T) decodes itself.
+    for (const auto& e : connections.objectives()) {
+      if (e.name != predictor_name_) continue;
+      if ((transcriber_ = dynamic_cast<Transcriber*>(e.component))) return;
+    }
     predictor_ = &connections.require<FramePredictor>(predictor_name_, "[" + options_.section() + "] (asr)",
-                                                       "frame posteriors",
-                                                       "add a ctc objective, or set predictor = \"<its name>\"");
+                                                       "frame posteriors or transcripts",
+                                                       "add a ctc objective (or an rnnt one), or set predictor = \"<its name>\"");
   }
 
   std::vector<std::pair<std::string, double>> evaluate(const EvalContext& ctx) override {
-    if (!predictor_) throw std::logic_error("asr evaluator: evaluate() before connect()");
-    FramePredictor* predictor = predictor_;
-    const Vocabulary& vocab = predictor->vocabulary();
+    if (!predictor_ && !transcriber_) throw std::logic_error("asr evaluator: evaluate() before connect()");
     std::map<std::string, ErrorCount> cer, wer, cer_raw, wer_raw;
     ErrorCount cer_all, wer_all;
     for (const auto& cpu_batch : ctx.batches) {
       Batch batch = cpu_batch.to(ctx.device);
-      auto [log_probs, lengths] = predictor->frame_log_probs(batch, ctx.model);
-      auto best = log_probs.argmax(-1).to(torch::kCPU).contiguous();
-      auto lens = lengths.to(torch::kCPU);
-      for (std::int64_t b = 0; b < best.size(0); ++b) {
-        auto hyp = vocab.decode(collapse(best[b].data_ptr<std::int64_t>(), lens[b].item<std::int64_t>()));
+      std::vector<std::string> hyps;
+      if (transcriber_) {
+        hyps = transcriber_->transcribe(batch, ctx.model);
+      } else {
+        auto [log_probs, lengths] = predictor_->frame_log_probs(batch, ctx.model);
+        auto best = log_probs.argmax(-1).to(torch::kCPU).contiguous();
+        auto lens = lengths.to(torch::kCPU);
+        for (std::int64_t b = 0; b < best.size(0); ++b)
+          hyps.push_back(predictor_->vocabulary().decode(
+              collapse(best[b].data_ptr<std::int64_t>(), lens[b].item<std::int64_t>())));
+      }
+      for (std::int64_t b = 0; b < cpu_batch.size(); ++b) {
+        const std::string& hyp = hyps.at(static_cast<std::size_t>(b));
         const auto& ref = cpu_batch.texts[static_cast<std::size_t>(b)];
         const auto& lang = cpu_batch.langs[static_cast<std::size_t>(b)];
         // Reported as the field reports: both sides normalised (case, punctuation, spaces); the raw
@@ -64,13 +75,14 @@ class AsrEvaluator final : public Evaluator {
         wer_raw[lang] += word_errors(ref, hyp);
       }
     }
-    std::vector<std::pair<std::string, double>> out;
+    // Averages first (the first is a run's headline), then each language.
+    std::vector<std::pair<std::string, double>> out, per_language;
     // "cer"/"wer" average the per-language rates, so that every language weighs the same (mSLAM's
     // averages over languages); "cer_pooled" pools all characters.
     double cer_mean = 0, wer_mean = 0;
     for (const auto& [lang, c] : cer) {
-      out.emplace_back("cer/" + lang, c.rate());
-      out.emplace_back("wer/" + lang, wer[lang].rate());
+      per_language.emplace_back("cer/" + lang, c.rate());
+      per_language.emplace_back("wer/" + lang, wer[lang].rate());
       cer_mean += c.rate();
       wer_mean += wer[lang].rate();
     }
@@ -86,6 +98,7 @@ class AsrEvaluator final : public Evaluator {
     }
     out.emplace_back("cer_raw", cer_raw_mean / n);
     out.emplace_back("wer_raw", wer_raw_mean / n);
+    out.insert(out.end(), per_language.begin(), per_language.end());
     return out;
   }
 
@@ -93,13 +106,14 @@ class AsrEvaluator final : public Evaluator {
   std::string predictor_name_;
   Options options_;
   FramePredictor* predictor_ = nullptr;
+  Transcriber* transcriber_ = nullptr;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<AsrEvaluator>(PluginKind::Evaluator, "asr", "1.1.0",  // 1.1: normalised scoring, *_raw
-      "greedy CTC decoding; CER and WER (normalised: case, punctuation, spaces; raw under cer_raw, wer_raw) per language and averaged over languages",
+  return describe_plugin<AsrEvaluator>(PluginKind::Evaluator, "asr", "1.2.0",  // 1.2: RNN-T transcripts
+      "greedy CTC decoding, or the transcripts of a sequence head (rnnt); CER and WER (normalised: case, punctuation, spaces; raw under cer_raw, wer_raw) per language and averaged over languages",
       OptionSchema()
-          .add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded"));
+          .add_string("predictor", "ctc", "the objective whose CTC posteriors are decoded, or whose transcripts (rnnt) are scored"));
 }
 
 }  // namespace

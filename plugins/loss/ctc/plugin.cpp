@@ -43,8 +43,10 @@ class CtcLoss final : public Loss, public FramePredictor {
  public:
   CtcLoss(const Options& o, const BuildContext& ctx) : vocabulary_(ctx.vocabulary) {
     if (!vocabulary_) throw ConfigError("[" + o.section() + "]: ctc needs a character vocabulary from paired data");
-    if (ctx.model_dim <= 0) throw std::invalid_argument("ctc needs the encoder's output dimension");
-    head_ = Head(ctx.model_dim, vocabulary_->size());
+    speech_layer_ = o.get_string("layer") == "speech_encoder";
+    const std::int64_t dim = speech_layer_ ? ctx.speech_dim : ctx.model_dim;
+    if (dim <= 0) throw std::invalid_argument("ctc needs the encoder's output dimension");
+    head_ = Head(dim, vocabulary_->size());
     head_->to(ctx.device);
     dropout_ = o.get_float("dropout");
   }
@@ -54,7 +56,8 @@ class CtcLoss final : public Loss, public FramePredictor {
   const Vocabulary& vocabulary() const override { return *vocabulary_; }
 
   std::pair<torch::Tensor, torch::Tensor> frame_log_probs(const Batch& batch, ModelParts& model) override {
-    auto enc = model.speech_context(batch.features, batch.feature_lengths);
+    auto enc = speech_layer_ ? model.require_speech_encoder("ctc").forward(batch.features, batch.feature_lengths)
+                             : model.speech_context(batch.features, batch.feature_lengths);
     auto x = enc.x;
     if (head_->is_training() && dropout_ > 0)
       x = torch::nn::functional::dropout(x, torch::nn::functional::DropoutFuncOptions().p(dropout_).training(true));
@@ -88,13 +91,16 @@ class CtcLoss final : public Loss, public FramePredictor {
   std::shared_ptr<const Vocabulary> vocabulary_;
   Head head_{nullptr};
   double dropout_ = 0;
+  bool speech_layer_ = false;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.1.0",  // 1.1: infeasible utterances counted
+  return describe_plugin<CtcLoss>(PluginKind::Loss, "ctc", "1.2.0",  // 1.1: infeasible utterances counted; 1.2: layer
       "CTC over characters (blank = 0) at the top of the shared encoder (or the speech encoder), on paired data",
       OptionSchema()
-          .add_float("dropout", 0.0, "dropout before the output projection", 0, 1));
+          .add_float("dropout", 0.0, "dropout before the output projection", 0, 1)
+          .add_choice("layer", "auto", {"auto", "shared_encoder", "speech_encoder"},
+                      "the encoder output it reads: auto = the shared encoder's when the model has one"));
 }
 
 }  // namespace

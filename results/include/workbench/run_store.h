@@ -92,7 +92,7 @@ RunStatus parse_run_status(const std::string& text);
 struct RunInfo {
   std::string experiment_name, experiment_path, config_toml, config_hash, host, git_revision, torch_version, device;
   std::int64_t seed = 0;
-  std::string kind = "train";  ///< "train" or "dry-run"
+  std::string kind = "train";  ///< "train", "eval" or "dry-run"
   /// The run this one continues from, e.g. the pre-training run whose checkpoint a fine-tuning run
   /// starts from (runs.parent_run_id); empty for none.
   std::optional<std::int64_t> parent_run;
