@@ -28,67 +28,6 @@ namespace {
 
 bool have_asterisk() { return fs::exists("/usr/share/asterisk/sounds/en"); }
 
-/// A joint model small enough for a dry run in a second: speech encoder 32 wide, shared encoder 24.
-const std::string kJoint = R"(
-[experiment]
-name = "runner-joint"
-
-[data.train]
-plugin = "asterisk"
-languages = ["en"]
-max_per_language = 6
-batch_seconds = 30.0
-
-[data.dev]
-plugin = "asterisk"
-split = "dev"
-languages = ["en"]
-max_per_language = 3
-
-[model.speech_encoder]
-plugin = "conformer"
-d_model = 32
-ffn_dim = 64
-heads = 2
-layers = 1
-kernel_size = 7
-subsampling_channels = 8
-
-[model.shared_encoder]
-plugin = "conformer"
-frontend = "projection"
-d_model = 24
-ffn_dim = 48
-heads = 2
-layers = 1
-kernel_size = 7
-
-[model.text_embedding]
-plugin = "char_embedding"
-
-[objectives.w2v_bert]
-plugin = "w2v_bert"
-codebooks = 2
-codebook_entries = 8
-distractors = 4
-
-[objectives.tlm]
-plugin = "tlm"
-
-[objectives.ctc]
-plugin = "ctc"
-
-[evaluators.asr]
-plugin = "asr"
-
-[trainer]
-steps = 2
-warmup_steps = 1
-log_every = 1
-threads = 2
-progress = "none"
-)";
-
 ExperimentFile joint(const std::vector<std::string>& overrides = {}) {
   return ExperimentFile::parse_text(kJoint, "runner.toml", overrides);
 }

@@ -54,6 +54,22 @@ std::string summary(const Metrics& m) {
 
 }  // namespace
 
+namespace {
+
+// A checkpoint file's archive; DataError naming the file when it is missing or not a checkpoint.
+torch::serialize::InputArchive open_checkpoint(const std::string& path) {
+  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
+  }
+  return archive;
+}
+
+}  // namespace
+
 bool is_summary_metric(const std::string& key) {
   const auto slashes = std::count(key.begin(), key.end(), '/');
   if (slashes <= 1) return true;
@@ -599,13 +615,7 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
 
 std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer,
                                                   const std::vector<std::string>& components) {
-  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
-  }
+  torch::serialize::InputArchive archive = open_checkpoint(path);
   std::vector<std::string> loaded;
   torch::NoGradGuard no_grad;
   auto copy_in = [&](const std::string& key, torch::Tensor& target, bool is_buffer) {
@@ -662,24 +672,12 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
 }
 
 std::vector<std::string> Trainer::checkpoint_keys(const std::string& path) {
-  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
-  }
+  torch::serialize::InputArchive archive = open_checkpoint(path);
   return archive.keys();
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {
-  if (!fs::exists(path)) throw DataError(fmt::format("{}: checkpoint not found", path));
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    throw DataError(fmt::format("{}: not a workbench checkpoint ({})", path, e.what_without_backtrace()));
-  }
+  torch::serialize::InputArchive archive = open_checkpoint(path);
   c10::IValue v;
   if (!archive.try_read("vocabulary", v)) throw DataError(fmt::format("{}: the checkpoint has no vocabulary", path));
   return v.toStringRef();
