@@ -14,6 +14,7 @@
 #include "joint_fixture.h"
 #include "retrieval_metrics.h"
 #include "workbench/error.h"
+#include "workbench/evaluator.h"
 
 #include <catch2/catch.hpp>
 
@@ -195,4 +196,32 @@ TEST_CASE("retrieval metrics: random vectors retrieve at chance", "[retrieval]")
   auto ranks = retrieval::correct_ranks(a.matmul(b.t()));
   CHECK(retrieval::recall_at(ranks, 10) == Approx(10.0 / n).margin(0.02));
   CHECK(ranks.mean().item<double>() == Approx((n - 1) / 2.0).epsilon(0.1));
+}
+
+TEST_CASE("objective_metrics: the objectives' metrics on held-out batches, weighted by their rows",
+          "[objective_metrics]") {
+  auto vocab = vocabulary_of({"abc", "cab"});
+  auto model = tiny_joint_model(kF, kDs, kD, vocab->size());
+  Options ctc_options("objectives.ctc");
+  ctc_options.set("dropout", 0.0, "test");
+  ctc_options.set("layer", std::string("auto"), "test");
+  auto ctc = builtin_registry().create_as<Loss>(PluginKind::Loss, "ctc", ctc_options, tiny_loss_context(kDs, kD, vocab));
+  Options o("evaluators.heldout");
+  o.set("objectives", std::vector<std::string>{}, "test");
+  auto evaluator = builtin_registry().create_as<Evaluator>(PluginKind::Evaluator, "objective_metrics", o, BuildContext{});
+  evaluator->connect(Connections({{"ctc", "ctc", ctc.get()}}));
+  std::vector<Batch> batches = {make_batch(BatchKind::Paired, {9, 8, 7}, kF, {"abc", "cab", "ab"}, *vocab),
+                                make_batch(BatchKind::Paired, {6}, kF, {"ca"}, *vocab)};
+  torch::NoGradGuard no_grad;
+  const double first = metric(ctc->compute(batches[0], model, {}), "loss");
+  const double second = metric(ctc->compute(batches[1], model, {}), "loss");
+  auto metrics = evaluator->evaluate(EvalContext{batches, model, torch::kCPU});
+  REQUIRE_FALSE(metrics.empty());
+  CHECK(metrics.front().first == "ctc/loss");
+  CHECK(metrics.front().second == Approx((3 * first + second) / 4).epsilon(1e-6));
+
+  Options unknown("evaluators.heldout");
+  unknown.set("objectives", std::vector<std::string>{"tlm"}, "test");
+  auto bad = builtin_registry().create_as<Evaluator>(PluginKind::Evaluator, "objective_metrics", unknown, BuildContext{});
+  CHECK_THROWS_WITH(bad->connect(Connections({{"ctc", "ctc", ctc.get()}})), Contains("no objective 'tlm'"));
 }
