@@ -742,7 +742,8 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     QueryResult result;
     REQUIRE_NOTHROW(result = store.query_rows(sql));
     CHECK_FALSE(result.columns.empty());
-    if (name == "finetune.sql") continue;  // no fine-tuning runs here: its own test case below
+    // No fine-tuning or classification runs here: their own test case below.
+    if (name == "finetune.sql" || name == "confusion.sql") continue;
     CHECK_FALSE(result.rows.empty());
 
     if (name == "runs.sql") {
@@ -794,7 +795,8 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     CHECK(found.count(required) == 1);
 }
 
-TEST_CASE("finetune.sql: each fine-tuning run beside its starting point", "[run_store][queries]") {
+TEST_CASE("finetune.sql and confusion.sql: fine-tuning runs beside their start, a matrix per true class",
+          "[run_store][queries]") {
   TempDir dir;
   RunStore store(dir.file("workbench.db"));
   const auto pre = store.begin_run(sample_info("mslam-tiny", 1));
@@ -813,8 +815,24 @@ TEST_CASE("finetune.sql: each fine-tuning run beside its starting point", "[run_
   store.log_metrics(failed, 0, {{"dev/langid/accuracy", 0.2}});
   store.finish_run(failed, RunStatus::Failed, "diverged");
 
-  auto result = store.query_rows(read_file(fs::path(WORKBENCH_SOURCE_DIR) / "results" / "queries" / "finetune.sql"));
-  REQUIRE(result.rows.size() == 2);  // the failed run and the breakdowns are left out
+  const auto langid = store.begin_run(sample_info("finetune-langid", 1));
+  store.log_metrics(langid, 0, {{"dev/langid/confusion/en/en", 1}, {"dev/langid/confusion/en/fr", 3}});
+  store.log_metrics(langid, 300, {{"dev/langid/accuracy", 0.8}, {"dev/langid/confusion/en/en", 3},
+                                  {"dev/langid/confusion/en/fr", 1}, {"dev/langid/confusion/fr/en", 0},
+                                  {"dev/langid/confusion/fr/fr", 4}});
+  store.finish_run(langid, RunStatus::Finished);
+  const fs::path queries = fs::path(WORKBENCH_SOURCE_DIR) / "results" / "queries";
+  auto confusion = store.query_rows(read_file(queries / "confusion.sql"));
+  REQUIRE(confusion.rows.size() == 2);  // the last evaluation's matrix, a row per true class
+  CHECK(cell(confusion, 0, "run") == std::to_string(langid));
+  CHECK(cell(confusion, 0, "task") == "dev/langid");
+  CHECK(cell(confusion, 0, "true_class") == "en");
+  CHECK(cell(confusion, 0, "predicted") == "en 3  fr 1");
+  CHECK(cell(confusion, 1, "predicted") == "en 0  fr 4");
+  CHECK(cell(confusion, 1, "total") == "4");
+
+  auto result = store.query_rows(read_file(queries / "finetune.sql"));
+  REQUIRE(result.rows.size() == 3);  // the failed run and the breakdowns are left out
   CHECK(cell(result, 0, "task") == "asr-ctc");
   CHECK(cell(result, 0, "metric") == "cer");
   CHECK(cell(result, 0, "init") == "random init");
@@ -823,6 +841,8 @@ TEST_CASE("finetune.sql: each fine-tuning run beside its starting point", "[run_
   CHECK(cell(result, 1, "run") == std::to_string(from_pre));
   CHECK(cell(result, 1, "final") == "0.4");
   CHECK(cell(result, 1, "step") == "300");
+  CHECK(cell(result, 2, "task") == "langid");
+  CHECK(cell(result, 2, "metric") == "langid/accuracy");
 }
 
 // ---- schema migrations -------------------------------------------------------------------------
