@@ -103,7 +103,8 @@ int run_command(const RunArgs& args) {
     overrides.push_back("init.which=\"" + args.eval_which + "\"");
     overrides.push_back("init.components=[\"all\"]");
   }
-  Runner runner(factory, RunnerOptions().overrides(overrides).dry_run(args.dry_run));
+  Runner runner(factory,
+                RunnerOptions().overrides(overrides).dry_run(args.dry_run).evaluate_only(args.eval_from_run.has_value()));
   std::string config_error;
   try {
     ExperimentFile file = ExperimentFile::parse(args.experiment, overrides);
@@ -184,16 +185,11 @@ int run_command(const RunArgs& args) {
     store.add_params(run, to_params(cfg.flat));
     record_plugins(store, run, registry, runner);
     if (args.eval_from_run) {
-      runner.prepare_data();
-      runner.build_model();
-      runner.create_components();
-      runner.connect();
-      runner.make_trainer(recorder, "");
-      Metrics metrics = runner.evaluate();
+      TrainResult result = runner.run(recorder, "");
       store.finish_run(run, RunStatus::Finished);
       std::fprintf(stderr, "eval run %lld of run %lld finished\n", static_cast<long long>(run),
                    static_cast<long long>(*args.eval_from_run));
-      for (const auto& [k, v] : metrics)
+      for (const auto& [k, v] : result.final_metrics)
         if (is_summary_metric(k)) std::fprintf(stderr, "  %-32s %.4f\n", k.c_str(), v);
       return 0;
     }

@@ -1,6 +1,7 @@
 #pragma once
 // What the runner tests share: the built-in plugins as a ComponentFactory (counting what each creates)
 // and a RunRecorder that keeps everything in memory.
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,6 +11,10 @@
 #include "workbench/runner.h"
 
 namespace workbench::testing {
+
+/// Whether Debian's Asterisk prompts are installed (scripts/install-deps.sh); tests that need them skip
+/// with a warning otherwise.
+inline bool have_asterisk() { return std::filesystem::exists("/usr/share/asterisk/sounds/en"); }
 
 /// The [model.speech_encoder] (32 wide) and [model.shared_encoder] (24) of a joint model small enough to
 /// train in seconds.

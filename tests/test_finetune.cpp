@@ -19,8 +19,6 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-bool have_asterisk() { return fs::exists("/usr/share/asterisk/sounds/en"); }
-
 // Pre-training is runner_support.h's kJoint: w2v-BERT, TLM and CTC on English, 2 steps.
 // Fine-tuning: the same encoders, no text side, Russian (another alphabet: another vocabulary) and CTC.
 const std::string kChild = R"(
@@ -171,6 +169,9 @@ TEST_CASE("finetune: [init] refuses from_run beside checkpoint, and \"all\" besi
                     Contains("list it alone"));
   CHECK_THROWS_WITH(runner.resolve(ExperimentFile::parse_text(kChild + "\n[init]\nwhich = \"first\"\n", "child.toml")),
                     Contains("final"));
+  CHECK_THROWS_WITH(runner.resolve(ExperimentFile::parse_text(kChild + "\n[init]\ncheckpoint = \"a.pt\"\nwhich = \"best\"\n",
+                                                              "child.toml")),
+                    Contains("child.toml") && Contains("needs from_run"));
   // Without [init] nothing is loaded and the defaults are recorded in the resolved config.
   const auto& cfg = runner.resolve(ExperimentFile::parse_text(kChild, "child.toml"));
   CHECK_FALSE(cfg.init.active());

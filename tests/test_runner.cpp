@@ -26,8 +26,6 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-bool have_asterisk() { return fs::exists("/usr/share/asterisk/sounds/en"); }
-
 ExperimentFile joint(const std::vector<std::string>& overrides = {}) {
   return ExperimentFile::parse_text(kJoint, "runner.toml", overrides);
 }

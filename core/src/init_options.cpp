@@ -29,6 +29,10 @@ InitOptions InitOptions::from(const Options& t) {
       .vocabulary(t.get_string("vocabulary"));
   if (!o.checkpoint().empty() && o.from_run() > 0)
     t.fail("from_run", "give either from_run or checkpoint, not both");
+  if (o.from_run() == 0 && o.which() != "final")  // "final" is also what a resolved config writes back
+    t.fail("which", "chooses among a run's checkpoints: it needs from_run");
+  // components and vocabulary without a source are fine: one file serves as the fine-tuning run (with
+  // --set init.from_run=ID) and as its random-initialisation baseline (without).
   for (const auto& c : o.components())
     if (c.empty()) t.fail("components", "a component name is empty");
   if (o.loads_all() && o.components().size() > 1)

@@ -377,23 +377,24 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
   if (cfg.init.active()) {
     const std::string& init = cfg.init.checkpoint();
     if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
-    // [] = the model parts this run has; "all" = those and every objective's head.
-    std::vector<std::string> components = cfg.init.components();
-    if (components.empty()) {
-      // Every model part the checkpoint has (one pre-trained without a modality embedding has none).
-      const auto keys = Trainer::checkpoint_keys(init);
-      for (const auto& [name, m] : im.model.named_modules())
-        if (std::any_of(keys.begin(), keys.end(), [&](const std::string& k) { return k.rfind(name + ".", 0) == 0; }))
-          components.push_back(name);
-      if (components.empty())
-        throw ConfigError(fmt::format("{}: the checkpoint holds none of this model's parts", init));
+    // Named components must each be in the checkpoint. [] = the model parts the checkpoint has (one
+    // pre-trained without a modality embedding has none); "all" = every component it has, heads too.
+    const bool named = !cfg.init.components().empty() && !cfg.init.loads_all();
+    std::vector<std::string> components = named ? cfg.init.components() : std::vector<std::string>{};
+    if (cfg.init.components().empty())
+      for (const auto& [name, m] : im.model.named_modules()) components.push_back(name);
+    auto loaded = im.trainer->load_checkpoint(init, false, components, /*require_each=*/named);
+    if (loaded.empty()) throw ConfigError(fmt::format("{}: the checkpoint holds none of this model's parts", init));
+    std::vector<std::string> parts;  // what was loaded, by component
+    for (const auto& key : loaded) {
+      // "speech_encoder.<tensor>", "objectives.<name>.<tensor>"
+      const auto dot = key.find('.', key.rfind("objectives.", 0) == 0 ? 11 : 0);
+      const std::string name = key.substr(0, dot);
+      if (std::find(parts.begin(), parts.end(), name) == parts.end()) parts.push_back(name);
     }
-    if (cfg.init.loads_all()) components.clear();
-    auto loaded = im.trainer->load_checkpoint(init, false, components);
     im.add("derived.init.checkpoint", init);
     im.add("derived.init.tensors", static_cast<std::int64_t>(loaded.size()));
-    im.say(fmt::format("  loaded {} tensors from {} ({})", loaded.size(), init,
-                       components.empty() ? std::string("every component") : fmt::format("{}", fmt::join(components, ", "))));
+    im.say(fmt::format("  loaded {} tensors from {} ({})", loaded.size(), init, fmt::join(parts, ", ")));
   }
   return *im.trainer;
 }
@@ -441,6 +442,12 @@ TrainResult Runner::run(RunRecorder& recorder, const std::string& checkpoint_dir
   if (im.options.dry_run()) {
     im.add("runtime.dry_run", true);
     return {};
+  }
+  if (im.options.evaluate_only()) {
+    make_trainer(recorder, "");
+    TrainResult result;
+    result.final_metrics = evaluate();
+    return result;
   }
   make_trainer(recorder, checkpoint_dir);
   return train();

@@ -614,7 +614,7 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
 }
 
 std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool with_optimizer,
-                                                  const std::vector<std::string>& components) {
+                                                  const std::vector<std::string>& components, bool require_each) {
   torch::serialize::InputArchive archive = open_checkpoint(path);
   std::vector<std::string> loaded;
   torch::NoGradGuard no_grad;
@@ -646,7 +646,7 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     const auto before = loaded.size();
     for (auto& p : m->named_parameters()) copy_in(name + "." + p.key(), p.value(), false);
     for (auto& b : m->named_buffers()) copy_in(name + "." + b.key(), b.value(), true);
-    if (!components.empty() && loaded.size() == before && !m->parameters().empty())
+    if (require_each && !components.empty() && loaded.size() == before && !m->parameters().empty())
       throw ConfigError(fmt::format("{}: the checkpoint holds no '{}' to load (was it trained with one of that "
                                     "name?)",
                                     path, name));
@@ -669,11 +669,6 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     }
   }
   return loaded;
-}
-
-std::vector<std::string> Trainer::checkpoint_keys(const std::string& path) {
-  torch::serialize::InputArchive archive = open_checkpoint(path);
-  return archive.keys();
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {

@@ -61,6 +61,8 @@ struct RunnerOptions {
   TORCH_ARG(std::vector<std::string>, overrides) = {};
   /// Build the model and losses and count their parameters; load no data, train nothing.
   TORCH_ARG(bool, dry_run) = false;
+  /// `workbench eval`: run() builds everything, then evaluates once instead of training (no checkpoints).
+  TORCH_ARG(bool, evaluate_only) = false;
   /// Print what each phase did to stderr.
   TORCH_ARG(bool, verbose) = true;
 };
@@ -116,8 +118,9 @@ class Runner {
   /// Phase 5b instead of train(): every evaluator once, on the weights as they are (`workbench eval`);
   /// the metrics are recorded at step 0.
   Metrics evaluate();
-  /// Every phase from prepare_data to train (or to connect, in a dry run), recording the derived params
-  /// as they become known. resolve() and configure_runtime() must have been called.
+  /// Every phase from prepare_data to train (or to connect, in a dry run; or to evaluate, with
+  /// evaluate_only, whose metrics come back as final_metrics), recording the derived params as they
+  /// become known. resolve() and configure_runtime() must have been called.
   TrainResult run(RunRecorder& recorder, const std::string& checkpoint_dir);
 
   // What the phases built so far.

@@ -134,14 +134,13 @@ class Trainer {
   /// lacks keep their initialisation; a shape mismatch is a ConfigError naming the tensor. With
   /// `with_optimizer` the AdamW state and the step are restored too, and train() continues from that
   /// step. `components` (names as trainer.freeze takes them) limits what is loaded; each must be one this
-  /// trainer has (else ConfigError listing them) and one the checkpoint holds (else ConfigError); empty =
-  /// every component. Returns the names of the tensors loaded. Throws DataError when the file cannot be
-  /// read.
+  /// trainer has (else ConfigError listing them) and, when `require_each`, one the checkpoint holds (else
+  /// ConfigError); empty = every component. Returns the names of the tensors loaded. Throws DataError
+  /// when the file cannot be read.
   std::vector<std::string> load_checkpoint(const std::string& path, bool with_optimizer = false,
-                                           const std::vector<std::string>& components = {});
+                                           const std::vector<std::string>& components = {},
+                                           bool require_each = true);
 
-  /// The names of the tensors a checkpoint holds ("speech_encoder.layers.0.ffn1.linear1.weight", ...).
-  static std::vector<std::string> checkpoint_keys(const std::string& path);
   /// The vocabulary a checkpoint was trained with (its serialize() form).
   static std::string checkpoint_vocabulary(const std::string& path);
 
