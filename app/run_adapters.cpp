@@ -16,6 +16,12 @@ std::shared_ptr<Component> RegistryFactory::create(PluginKind kind, const std::s
 
 void StoreRecorder::record(std::int64_t step, const Metrics& metrics) { store_.log_metrics(run_, step, metrics); }
 
+void StoreRecorder::record_examples(std::int64_t step, const std::vector<EvalExample>& examples) {
+  std::vector<results::ExampleRecord> rows;
+  for (const auto& e : examples) rows.push_back({e.task, e.id, e.reference, e.hypothesis});
+  store_.add_examples(run_, step, rows);
+}
+
 void StoreRecorder::record_params(const std::vector<std::pair<std::string, OptionValue>>& params) {
   if (!params.empty()) store_.add_params(run_, to_params(params));
 }

@@ -27,6 +27,7 @@ class StoreRecorder final : public RunRecorder {
  public:
   StoreRecorder(results::RunStore& store, std::int64_t run) : store_(store), run_(run) {}
   void record(std::int64_t step, const Metrics& metrics) override;
+  void record_examples(std::int64_t step, const std::vector<EvalExample>& examples) override;
   void record_params(const std::vector<std::pair<std::string, OptionValue>>& params) override;
   void record_checkpoint(const CheckpointInfo& checkpoint) override;
   void remove_checkpoint(const std::string& path) override;

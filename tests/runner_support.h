@@ -106,12 +106,16 @@ class MemoryRecorder final : public RunRecorder {
   void record_params(const std::vector<std::pair<std::string, OptionValue>>& p) override {
     for (const auto& [k, v] : p) params[k] = v;
   }
+  void record_examples(std::int64_t step, const std::vector<EvalExample>& e) override {
+    for (const auto& x : e) examples[step].push_back(x);
+  }
   void record_checkpoint(const CheckpointInfo& c) override { checkpoints.push_back(c); }
   void remove_checkpoint(const std::string& path) override { removed.push_back(path); }
   std::map<std::string, std::map<std::int64_t, double>> values;
   std::map<std::string, OptionValue> params;
   std::vector<CheckpointInfo> checkpoints;
   std::vector<std::string> removed;
+  std::map<std::int64_t, std::vector<EvalExample>> examples;
 };
 
 }  // namespace workbench::testing

@@ -20,6 +20,7 @@ Encoder::~Encoder() = default;
 Loss::~Loss() = default;
 FramePredictor::~FramePredictor() = default;
 Transcriber::~Transcriber() = default;
+Translator::~Translator() = default;
 UtteranceClassifier::~UtteranceClassifier() = default;
 SpeechCodeProvider::~SpeechCodeProvider() = default;
 TextEmbedding::~TextEmbedding() = default;

@@ -55,6 +55,7 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
     out.ids.push_back(std::move(u.id));
     out.langs.push_back(std::move(u.lang));
     out.texts.push_back(std::move(u.text));
+    out.targets.push_back(std::move(u.target));
     std::vector<float>().swap(u.samples);
   }
   return out;
@@ -94,6 +95,7 @@ Batch collate(const PreparedData& data, const std::vector<std::size_t>& indices)
     b.ids.push_back(data.ids[i]);
     b.langs.push_back(data.langs[i]);
     b.texts.push_back(data.texts[i]);
+    b.targets.push_back(i < data.targets.size() ? data.targets[i] : std::string());  // hand-made data may have none
   }
   return b;
 }

@@ -39,11 +39,14 @@ c10::Device select_device(const std::string& choice) {
 
 namespace {
 
-/// Forwards the trainer's metrics to the recorder.
+/// Forwards the trainer's metrics and decoded examples to the recorder.
 class RecorderSink final : public MetricSink {
  public:
   explicit RecorderSink(RunRecorder& r) : recorder_(r) {}
   void record(std::int64_t step, const Metrics& metrics) override { recorder_.record(step, metrics); }
+  void record_examples(std::int64_t step, const std::vector<EvalExample>& examples) override {
+    recorder_.record_examples(step, examples);
+  }
 
  private:
   RunRecorder& recorder_;
@@ -70,6 +73,7 @@ struct Runner::Impl {
   BuildContext base;
   std::set<std::string> train_names, eval_names;
   std::vector<std::string> train_texts;
+  std::vector<std::string> train_targets;  // translation targets of the training data (decoder vocabularies)
   std::shared_ptr<const Vocabulary> vocabulary;
   std::map<std::string, PreparedData> prepared;
   std::map<std::string, std::shared_ptr<TrainBatcher>> batchers;
@@ -189,6 +193,10 @@ void Runner::prepare_data() {
   for (const auto& n : im.train_names)
     if (kinds[n] != BatchKind::Speech)
       for (const auto& u : raw[n]) im.train_texts.push_back(u.text);
+  im.train_targets.clear();
+  for (const auto& n : im.train_names)
+    for (const auto& u : raw[n])
+      if (!u.target.empty()) im.train_targets.push_back(u.target);
   // Fine-tuning keeps the checkpoint's vocabulary, so that its output layers line up; characters the new
   // data adds map to unknown.
   // A new head (CTC, RNN-T) is sized from this run's data unless loaded weights index the vocabulary.
@@ -292,6 +300,7 @@ void Runner::create_components() {
   loss_ctx.speech_dim = im.speech_dim;
   loss_ctx.text_vocab_size = im.model.text_embedding ? im.model.text_embedding->vocab_size() : 0;
   loss_ctx.vocabulary = im.vocabulary;
+  loss_ctx.training_targets = im.train_targets.empty() ? nullptr : &im.train_targets;
   im.objectives.clear();
   for (const auto& o : cfg.objectives) {
     // One random stream per objective: two objectives of the same plugin must not mask alike.

@@ -321,6 +321,7 @@ void Trainer::set_training(bool training) {
 Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) {
   Impl& im = *impl_;
   Metrics all;
+  std::vector<EvalExample> examples;
   set_training(false);
   {
     torch::NoGradGuard no_grad;
@@ -328,11 +329,17 @@ Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) 
       if (due && !due(slot)) continue;
       auto it = im.eval.find(slot.data);
       if (it == im.eval.end()) continue;
-      EvalContext ctx{it->second, im.model, im.device};
+      std::vector<EvalExample> mine;
+      EvalContext ctx{it->second, im.model, im.device, &mine};
       for (auto& [k, v] : slot.evaluator->evaluate(ctx)) all.emplace_back(slot.data + "/" + k, v);
+      for (auto& e : mine) {
+        e.task = slot.data + "/" + e.task;
+        examples.push_back(std::move(e));
+      }
     }
   }
   set_training(true);
+  if (!examples.empty()) im.sink.record_examples(im.step, examples);
   if (all.empty()) return all;
   im.sink.record(im.step, all);
   if (im.hooks.on_evaluate) im.hooks.on_evaluate(im.step, all);

@@ -493,6 +493,28 @@ void RunStore::add_checkpoint(std::int64_t run, const CheckpointRecord& checkpoi
                           checkpoint.step, run));
 }
 
+void RunStore::add_examples(std::int64_t run, std::int64_t step, const std::vector<ExampleRecord>& examples) {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  if (examples.empty()) return;
+  Impl::Transaction txn(s, "add_examples");
+  sqlite3_stmt* stmt = s.cached(
+      "INSERT INTO examples (run_id, step, task, utt_id, reference, hypothesis) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+      "ON CONFLICT (run_id, step, task, utt_id) DO UPDATE SET reference = excluded.reference, "
+      "hypothesis = excluded.hypothesis");
+  for (const auto& e : examples) {
+    StmtUse use(stmt);
+    s.bind(stmt, 1, run);
+    s.bind(stmt, 2, step);
+    s.bind(stmt, 3, e.task);
+    s.bind(stmt, 4, e.utt_id);
+    s.bind(stmt, 5, e.reference);
+    s.bind(stmt, 6, e.hypothesis);
+    s.run(stmt, fmt::format("add_examples '{}' of run {} at step {}", e.task, run, step));
+  }
+  txn.commit();
+}
+
 void RunStore::remove_checkpoint(std::int64_t run, const std::string& path) {
   Impl& s = impl();
   std::lock_guard lock(s.mutex);
@@ -577,6 +599,22 @@ std::vector<std::pair<std::string, std::string>> RunStore::tags(std::int64_t run
   s.bind(stmt, 1, run);
   std::vector<std::pair<std::string, std::string>> out;
   while (s.next(stmt, fmt::format("tags of run {}", run))) out.emplace_back(column_text(stmt, 0), column_text(stmt, 1));
+  return out;
+}
+
+std::vector<ExampleRecord> RunStore::examples(std::int64_t run, std::int64_t step) const {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached(
+      "SELECT task, utt_id, reference, hypothesis FROM examples WHERE run_id = ?1 AND step = "
+      "CASE WHEN ?2 >= 0 THEN ?2 ELSE (SELECT max(step) FROM examples WHERE run_id = ?1) END "
+      "ORDER BY task, utt_id");
+  StmtUse use(stmt);
+  s.bind(stmt, 1, run);
+  s.bind(stmt, 2, step);
+  std::vector<ExampleRecord> out;
+  while (s.next(stmt, fmt::format("examples of run {}", run)))
+    out.push_back(ExampleRecord{column_text(stmt, 0), column_text(stmt, 1), column_text(stmt, 2), column_text(stmt, 3)});
   return out;
 }
 

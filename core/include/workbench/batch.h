@@ -21,6 +21,9 @@ struct Utterance {
   std::string id;    ///< unique within the dataset, e.g. "en/digits/5"
   std::string lang;  ///< ISO 639-1 code, e.g. "en"
   std::string text;  ///< normalised transcript (UTF-8); empty for unpaired speech
+  /// Translation target (UTF-8), e.g. the English text of the same Asterisk prompt; empty when the
+  /// dataset gives none (every dataset except a translation one).
+  std::string target;
   std::string path;  ///< the audio file, for error messages and provenance
   std::vector<float> samples;  ///< mono audio in [-1, 1) at the requested sample rate; empty for text
 };
@@ -37,6 +40,8 @@ struct Batch {
   /// (B) int64: valid tokens per row.
   torch::Tensor token_lengths;
   std::vector<std::string> ids, langs, texts;
+  /// Each row's translation target (Utterance::target); empty strings when the data has none.
+  std::vector<std::string> targets;
 
   std::int64_t size() const { return static_cast<std::int64_t>(ids.size()); }
   /// A copy with every tensor on `device` (non-blocking where possible).

@@ -43,6 +43,24 @@ class Transcriber {
   virtual std::vector<std::string> transcribe(const Batch& batch, ModelParts& model) = 0;
 };
 
+/// Target-language text decoded by a sequence-to-sequence head (speech translation); the translation
+/// evaluator scores these with BLEU and chrF against Batch::targets.
+class Translator {
+ public:
+  /// Where the encoder input comes from.
+  enum class Source {
+    Speech,  ///< the batch's speech (features, feature_lengths): speech translation
+    Text,    ///< the batch's source transcript (tokens) through the text embedding and the shared
+             ///< encoder: text translation, zero-shot when the head was trained on speech only
+  };
+  virtual ~Translator();
+  /// Whether translate() can read `source` with this model (Text needs a text embedding and a shared encoder).
+  virtual bool supports(Source source, const ModelParts& model) const = 0;
+  /// One translation per row of `batch`, UTF-8, in the order of the rows. Throws ConfigError when the
+  /// model cannot read `source`.
+  virtual std::vector<std::string> translate(const Batch& batch, ModelParts& model, Source source) = 0;
+};
+
 /// Utterance-level classes (spoken language ID, intent): what the classification evaluator scores.
 class UtteranceClassifier {
  public:

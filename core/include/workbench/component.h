@@ -35,6 +35,9 @@ struct BuildContext {
   /// Text embeddings: every training text (transcripts and unpaired text), for a tokenizer trained at
   /// start-up; null in a dry run.
   const std::vector<std::string>* training_texts = nullptr;
+  /// Losses: the non-empty translation targets of the training data (Utterance::target), for a decoder
+  /// head's output vocabulary; null when no training data has targets.
+  const std::vector<std::string>* training_targets = nullptr;
   /// Datasets: false when only the transcripts will be used (the audio need not be read).
   bool load_audio = true;
   /// Datasets: the sample rate (Hz) that audio must be delivered at.

@@ -16,10 +16,20 @@
 
 namespace workbench {
 
+/// One decoded example kept for inspection (the run store's `examples` table).
+struct EvalExample {
+  std::string task;        ///< what was decoded, e.g. "st/fr-en" (the trainer prefixes the data name)
+  std::string id;          ///< the utterance id
+  std::string reference;
+  std::string hypothesis;
+};
+
 struct EvalContext {
   const std::vector<Batch>& batches;  ///< on the CPU; move with Batch::to(device)
   ModelParts& model;                  ///< already in eval mode, under NoGradGuard
   c10::Device device;
+  /// Where an evaluator may append decoded examples; null when nobody keeps them.
+  std::vector<EvalExample>* examples = nullptr;
 };
 
 class Evaluator : public Component {

@@ -34,7 +34,9 @@ namespace workbench {
 ///      ModelParts::objectives and EvalContext::objectives; text embeddings are their own plugin kind;
 ///      describe_plugin<T>(). (BuildContext had also changed layout within 1 without a bump.)
 ///   3: the Transcriber (RNN-T) and UtteranceClassifier (language ID, intent) capabilities.
-constexpr std::uint32_t kPluginApiVersion = 3;
+///   4: translation: Utterance::target, Batch::targets, BuildContext::training_targets, the Translator
+///      capability, and EvalContext::examples (decoded examples kept in the run store).
+constexpr std::uint32_t kPluginApiVersion = 4;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 

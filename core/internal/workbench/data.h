@@ -24,6 +24,7 @@ struct PreparedData {
   std::vector<torch::Tensor> features;             ///< each (T_i, F) float32, 10 ms frames
   std::vector<std::vector<std::int64_t>> tokens;   ///< vocabulary ids of each transcript
   std::vector<std::string> ids, langs, texts;
+  std::vector<std::string> targets;                ///< translation targets ("" when none)
   double seconds = 0;                              ///< total audio (s)
   std::size_t size() const { return ids.size(); }
   /// What batching sorts and budgets by: frames for audio, tokens for text.

@@ -50,6 +50,12 @@ class MetricSink {
  public:
   virtual ~MetricSink();
   virtual void record(std::int64_t step, const Metrics& metrics) = 0;
+  /// Decoded examples of an evaluation at `step` (task already prefixed with the data name); kept by
+  /// the run store, ignored by default.
+  virtual void record_examples(std::int64_t step, const std::vector<EvalExample>& examples) {
+    (void)step;
+    (void)examples;
+  }
 };
 
 /// A checkpoint file the trainer wrote.

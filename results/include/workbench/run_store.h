@@ -58,7 +58,7 @@ namespace workbench::results {
 
 /// Schema version this build writes (PRAGMA user_version of the database): schema.sql is version 1 and
 /// results/migrations/NNN_*.sql version NNN, up to this one.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 /// The text of results/schema.sql (schema version 1), embedded at build time.
 std::string_view schema_sql();
@@ -151,6 +151,14 @@ struct CheckpointRecord {
   std::string created_at;                 ///< ISO-8601 UTC; add_checkpoint fills in now when empty
 };
 
+/// One decoded example of an evaluation (the `examples` table).
+struct ExampleRecord {
+  std::string task;  ///< "dev/st/fr-en": data name, task, direction
+  std::string utt_id;
+  std::string reference;
+  std::string hypothesis;
+};
+
 /// One line of RunStore::recent_runs: a run and its headline number.
 struct RunListing {
   std::int64_t id;
@@ -211,6 +219,9 @@ class RunStore {
   /// the earlier record. Throws StoreError for an unknown run or a kind other than "periodic", "best",
   /// "final", "interrupted" (the CHECK constraint).
   void add_checkpoint(std::int64_t run, const CheckpointRecord& checkpoint);
+  /// Records decoded examples of one evaluation step in one transaction; the same (task, utt_id) at the
+  /// same step again replaces the row. Throws StoreError for an unknown run.
+  void add_examples(std::int64_t run, std::int64_t step, const std::vector<ExampleRecord>& examples);
   /// Forgets a checkpoint file of a run (e.g. a periodic checkpoint the trainer deleted). A path with no
   /// record is not an error: there is nothing left to forget.
   void remove_checkpoint(std::int64_t run, const std::string& path);
@@ -227,6 +238,8 @@ class RunStore {
   std::vector<PluginRecord> plugins(std::int64_t run) const;
   /// A run's tags, ordered by key.
   std::vector<std::pair<std::string, std::string>> tags(std::int64_t run) const;
+  /// A run's examples at `step` (-1 = its last step with any), ordered by task, then utt_id.
+  std::vector<ExampleRecord> examples(std::int64_t run, std::int64_t step = -1) const;
   /// A run's checkpoints, ordered by step, then path.
   std::vector<CheckpointRecord> checkpoints(std::int64_t run) const;
   /// The `limit` newest runs (highest id first: ids grow with begin_run, while started_at follows the

@@ -1,0 +1,476 @@
+// Speech translation: BLEU and chrF against the values published in sacreBLEU's own test suite
+// (mjpost/sacrebleu test/test_bleu.py and test/test_chrf.py; sacreBLEU is not in Debian, so they are
+// written here), the Transformer decoder's cache against recomputing the whole prefix, beam search against
+// an exhaustive search, and an ST head fine-tuned through the runner on the Asterisk prompts.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
+
+#include "bleu.h"
+#include "chrf.h"
+#include "decoder.h"
+#include "runner_support.h"
+#include "search.h"
+#include "test_support.h"
+#include "workbench/io.h"
+#include "workbench/text.h"
+
+#include <catch2/catch.hpp>
+
+using namespace workbench;
+using namespace workbench::translation;
+using namespace workbench::transformer_decoder;
+using workbench::testing::BuiltinPlugins;
+using workbench::testing::MemoryRecorder;
+using workbench::testing::TempDir;
+
+namespace {
+
+const std::vector<std::string> kHyps = {"The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."};
+const std::vector<std::vector<std::string>> kRefs = {
+    {"The dog bit the man.", "It was not unexpected.", "The man bit him first."},
+    {"The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."}};
+
+// sacreBLEU's raw_corpus_bleu: no tokenisation, floor smoothing, effective order.
+BleuOptions raw(double floor) {
+  BleuOptions o;
+  o.tokenizer = BleuTokenizer::None;
+  o.smoothing = BleuSmoothing::Floor;
+  o.smooth_value = floor;
+  o.effective_order = true;
+  return o;
+}
+
+BleuStats stats(std::array<double, 4> correct, std::array<double, 4> total, std::int64_t sys, std::int64_t ref) {
+  BleuStats s;
+  s.correct = correct;
+  s.total = total;
+  s.sys_len = sys;
+  s.ref_len = ref;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("BLEU: sacreBLEU's corpus_bleu test values", "[translation][bleu]") {
+  CHECK(corpus_bleu(kHyps, kRefs).score == Approx(48.530827).margin(1e-6));  // 13a, unsmoothed
+  BleuOptions exp;
+  exp.smoothing = BleuSmoothing::Exp;  // sacreBLEU's default
+  CHECK(corpus_bleu(kHyps, kRefs, exp).score == Approx(48.530827).margin(1e-6));
+  BleuOptions none;
+  none.tokenizer = BleuTokenizer::None;
+  CHECK(corpus_bleu(kHyps, kRefs, none).score == Approx(49.1919566).margin(1e-6));
+  CHECK(corpus_bleu({"", "", ""}, kRefs).score == 0.0);  // empty hypotheses count, and score 0
+  CHECK(corpus_bleu({"", "", ""}, kRefs, exp).score == 0.0);
+}
+
+TEST_CASE("BLEU: sacreBLEU's raw_corpus_bleu, statistics, scoring and degenerate cases", "[translation][bleu]") {
+  CHECK(corpus_bleu({"this is a test", "another test"}, {{"ref1", "ref2"}}, raw(.01)).score / 100 ==
+        Approx(0.003799178428257963).margin(1e-8));
+  CHECK(corpus_bleu({"this is a test"}, {{"this is a test"}}, raw(.01)).score / 100 == Approx(1.0).margin(1e-8));
+  CHECK(corpus_bleu({"this is a fest"}, {{"this is a test"}}, raw(.01)).score / 100 ==
+        Approx(0.223606797749979).margin(1e-8));
+  // Effective order.
+  CHECK(corpus_bleu({"test"}, {{"a test"}}, raw(.01)).score / 100 == Approx(0.3678794411714425).margin(1e-8));
+  CHECK(corpus_bleu({"a test"}, {{"a test"}}, raw(.01)).score / 100 == Approx(1.0).margin(1e-8));
+  CHECK(corpus_bleu({"a little test"}, {{"a test"}}, raw(.01)).score / 100 == Approx(0.03218297948685433).margin(1e-8));
+  // Statistics and the offset (floor value).
+  const std::string hyp = "am I am a character sequence", ref = "I am a symbol string sequence a a";
+  const auto s = bleu_statistics(hyp, {ref}, raw(.01));
+  CHECK(s.correct == std::array<double, 4>{4, 2, 1, 0});
+  CHECK(s.total == std::array<double, 4>{6, 5, 4, 3});
+  CHECK(corpus_bleu({hyp}, {{ref}}, raw(0.0)).score / 100 == 0.0);
+  CHECK(corpus_bleu({hyp}, {{ref}}, raw(0.1)).score / 100 == Approx(0.1555722182).margin(1e-8));
+  // compute_bleu on given statistics.
+  CHECK(compute_bleu(stats({9, 7, 5, 3}, {10, 8, 6, 4}, 11, 11)).score / 100 == Approx(0.8375922397).margin(1e-8));
+  BleuOptions floor;
+  floor.smoothing = BleuSmoothing::Floor;
+  for (const auto& [st, value] : std::vector<std::pair<BleuStats, double>>{
+           {stats({0, 0, 0, 0}, {4, 4, 2, 1}, 0, 1), 0.0},
+           {stats({0, 0, 0, 0}, {10, 11, 12, 0}, 14, 10), 0.0},
+           {stats({0, 0, 0, 0}, {0, 0, 0, 0}, 0, 0), 0.0},
+           {stats({6, 5, 4, 0}, {6, 5, 4, 3}, 6, 6), 0.0},
+           {stats({0, 0, 0, 0}, {0, 0, 0, 0}, 0, 0), 0.1},
+           {stats({0, 0, 0, 0}, {0, 0, 0, 0}, 1, 5), 0.01}}) {
+    floor.smooth_value = value;
+    CHECK(compute_bleu(st, floor).score == 0.0);
+  }
+}
+
+TEST_CASE("BLEU: the 13a tokeniser splits punctuation as mteval-v13a does", "[translation][bleu]") {
+  CHECK(tokenize_13a("It wasn't surprising.") == "It wasn't surprising .");
+  CHECK(tokenize_13a("3.5, a-b 4-5 &amp; (x) $10") == "3.5 , a-b 4 - 5 & ( x ) $ 10");
+  CHECK(tokenize_13a("<skipped>line one-\ncontinued\nnext") == "line onecontinued next");
+  CHECK_THROWS_AS(corpus_bleu({"a"}, {{"a", "b"}}), std::invalid_argument);
+}
+
+TEST_CASE("chrF: sacreBLEU's test_chrf values", "[translation][chrf]") {
+  ChrfOptions eps;  // test_chrf: char_order 6, word_order 0, beta 3, eps_smoothing
+  eps.beta = 3;
+  eps.eps_smoothing = true;
+  const std::vector<std::tuple<std::vector<std::string>, std::vector<std::string>, double>> cases = {
+      {{"abcdefg"}, {"hijklmnop"}, 0.0},
+      {{"a"}, {"b"}, 0.0},
+      {{""}, {"b"}, 0.0},
+      {{""}, {"ref"}, 0.0},
+      {{""}, {"reference"}, 0.0},
+      {{"aa"}, {"ab"}, 8.3333},
+      {{"a", "b"}, {"a", "c"}, 8.3333},
+      {{"a"}, {"a"}, 16.6667},
+      {{"a b c"}, {"a b c"}, 50.0},
+      {{"a b c"}, {"abc"}, 50.0},
+      {{" risk assessment must be made of those who are qualified and expertise in the sector - these are the scientists ."},
+       {"risk assessment has to be undertaken by those who are qualified and expert in that area - that is the scientists ."},
+       63.361730},
+      {{" Die    Beziehung zwischen  Obama und Netanjahu ist nicht gerade  freundlich. "},
+       {"Das Verhältnis zwischen Obama und Netanyahu ist nicht gerade freundschaftlich."},
+       64.1302698},
+      {{"Niemand hat die Absicht, eine Mauer zu errichten"}, {"Niemand hat die Absicht, eine Mauer zu errichten"}, 100.0},
+  };
+  for (const auto& [h, r, expected] : cases) {
+    INFO(h.front() << " | " << r.front());
+    CHECK(corpus_chrf(h, {r}, eps) == Approx(expected).margin(1e-4));
+  }
+  ChrfOptions effective = eps;  // sacreBLEU < 2.0 mode
+  effective.eps_smoothing = false;
+  const std::vector<std::tuple<std::vector<std::string>, std::vector<std::string>, double>> eff = {
+      {{"a"}, {"a"}, 100.0}, {{""}, {"reference"}, 0.0}, {{"a b c"}, {"a b c"}, 100.0}, {{"a b c"}, {"abc"}, 100.0},
+      {{""}, {"c"}, 0.0},    {{"a", "b"}, {"a", "c"}, 50.0}, {{"aa"}, {"ab"}, 25.0}};
+  for (const auto& [h, r, expected] : eff) CHECK(corpus_chrf(h, {r}, effective) == Approx(expected).margin(1e-4));
+  ChrfOptions spaces;  // remove_whitespace=False, beta 3
+  spaces.beta = 3;
+  spaces.include_whitespace = true;
+  CHECK(corpus_chrf({"Die Beziehung zwischen Obama und Netanjahu ist nicht gerade freundlich."},
+                    {{"Das Verhältnis zwischen Obama und Netanyahu ist nicht gerade freundschaftlich."}}, spaces) ==
+        Approx(67.3481606).margin(1e-4));
+  CHECK(corpus_chrf({"risk assessment must be made of those who are qualified and expertise in the sector - these are the scientists ."},
+                    {{"risk assessment has to be undertaken by those who are qualified and expert in that area - that is the scientists ."}},
+                    spaces) == Approx(65.2414427).margin(1e-4));
+  ChrfOptions sentence;  // sentence_chrf defaults (beta 2) with eps_smoothing
+  sentence.eps_smoothing = true;
+  const std::vector<std::tuple<std::string, std::string, double>> sentences = {
+      {"Co nás nejvíc trápí, protože lékaři si vybírají, kdo bude žít a kdo zemře.",
+       "Nejvíce smutní jsme z toho, že musíme rozhodovat o tom, kdo bude žít a kdo zemře.", 39.14078509},
+      {"Nebo prostě nemají vybavení, které by jim pomohlo, uvedli lékaři.",
+       "A někdy nemáme ani potřebný materiál, abychom jim pomohli, popsali lékaři.", 31.22557079},
+      {"Lapali po dechu, jejich životy skončily dřív, než skutečně začaly.",
+       "Lapali po dechu a pak jejich život skončil - dřív, než skutečně mohl začít, připomněli.", 57.15704367}};
+  for (const auto& [h, r, expected] : sentences)
+    CHECK(chrf_score(chrf_statistics(h, {r}, sentence), sentence) == Approx(expected).margin(1e-4));
+}
+
+namespace {
+
+TransformerDecoder tiny_decoder(std::int64_t vocab, std::int64_t memory_dim, double dropout = 0.0) {
+  torch::manual_seed(7);
+  TransformerDecoder d(DecoderOptions(vocab, memory_dim).dim(16).heads(2).ffn_dim(32).layers(2).dropout(dropout));
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("decoder: incremental steps over the cache give the teacher-forced logits", "[translation][decoder]") {
+  torch::NoGradGuard no_grad;
+  auto dec = tiny_decoder(9, 12);
+  dec->eval();
+  auto memory = torch::randn({3, 7, 12});
+  auto lengths = torch::tensor({7, 4, 2}, torch::kLong);
+  auto tokens = torch::randint(1, 9, {3, 6}, torch::kLong);
+  auto full = dec->forward(tokens, memory, lengths);  // (3, 6, 9)
+  auto cache = dec->start(memory, lengths);
+  for (std::int64_t t = 0; t < tokens.size(1); ++t) {
+    auto step = dec->step(cache, tokens.select(1, t));
+    CHECK(torch::allclose(step, full.select(1, t), 1e-5, 1e-5));
+  }
+  // The memory's padding is invisible: changing it changes nothing.
+  auto noisy = memory.clone();
+  noisy[1].narrow(0, 4, 3).normal_();
+  noisy[2].narrow(0, 2, 5).normal_();
+  CHECK(torch::allclose(dec->forward(tokens, noisy, lengths), full, 1e-5, 1e-5));
+}
+
+TEST_CASE("decoder: a row's logits are the same alone and beside a longer one, in training mode", "[translation][decoder]") {
+  auto dec = tiny_decoder(9, 12);  // dropout 0: training mode without randomness
+  dec->train();
+  auto memory = torch::randn({2, 9, 12});
+  auto tokens = torch::randint(1, 9, {2, 8}, torch::kLong);
+  tokens[0].narrow(0, 5, 3).zero_();  // row 0: 5 tokens, then padding
+  auto lengths = torch::tensor({5, 9}, torch::kLong);
+  auto both = dec->forward(tokens, memory, lengths);
+  auto alone = dec->forward(tokens.narrow(0, 0, 1).narrow(1, 0, 5), memory.narrow(0, 0, 1).narrow(1, 0, 5),
+                            lengths.narrow(0, 0, 1));
+  CHECK(torch::allclose(both[0].narrow(0, 0, 5), alone[0], 1e-5, 1e-5));
+}
+
+TEST_CASE("decoder: greedy and beam search give the same with and without the cache", "[translation][decoder]") {
+  torch::NoGradGuard no_grad;
+  auto dec = tiny_decoder(11, 12);
+  dec->eval();
+  auto memory = torch::randn({4, 6, 12});
+  auto lengths = torch::tensor({6, 3, 5, 1}, torch::kLong);
+  SearchOptions o;
+  o.bos = o.eos = 10;
+  o.max_length = 12;
+  for (std::int64_t beam : {1, 3}) {
+    o.beam_size = beam;
+    SearchOptions uncached = o;
+    uncached.use_cache = false;
+    auto search = beam == 1 ? greedy_search : beam_search;
+    auto a = search(dec, memory, lengths, o);
+    auto b = search(dec, memory, lengths, uncached);
+    REQUIRE(a.size() == 4);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(a[i].tokens == b[i].tokens);
+      CHECK(a[i].log_prob == Approx(b[i].log_prob).margin(1e-4));
+    }
+  }
+  // A beam of one is greedy search.
+  o.beam_size = 1;
+  auto greedy = greedy_search(dec, memory, lengths, o);
+  auto beam1 = beam_search(dec, memory, lengths, o);
+  for (std::size_t i = 0; i < greedy.size(); ++i) {
+    CHECK(greedy[i].tokens == beam1[i].tokens);
+    CHECK(greedy[i].log_prob == Approx(beam1[i].log_prob).margin(1e-4));
+  }
+}
+
+TEST_CASE("decoder: a wide beam finds the best output of an exhaustive search", "[translation][decoder]") {
+  torch::NoGradGuard no_grad;
+  // Ids: 0 padding, 1 and 2 ordinary, 3 the end. Outputs of up to 3 tokens: 1 + 2 + 4 + 8 = 15, so a beam
+  // of 16 never prunes and must return the exact best.
+  auto dec = tiny_decoder(4, 8);
+  dec->eval();
+  auto memory = torch::randn({3, 5, 8}) * 3;
+  auto lengths = torch::tensor({5, 2, 4}, torch::kLong);
+  SearchOptions o;
+  o.bos = o.eos = 3;
+  o.max_length = 3;
+  o.beam_size = 16;
+  std::vector<std::vector<std::int64_t>> all{{}};
+  for (std::size_t start = 0; start < all.size(); ++start)
+    if (all[start].size() < 3)
+      for (std::int64_t k : {1, 2}) {
+        auto y = all[start];
+        y.push_back(k);
+        all.push_back(y);
+      }
+  REQUIRE(all.size() == 15);
+  for (double penalty : {0.0, 1.0}) {
+    o.length_penalty = penalty;
+    auto found = beam_search(dec, memory, lengths, o);
+    for (std::int64_t b = 0; b < 3; ++b) {
+      double best = -INFINITY;
+      std::vector<std::int64_t> argbest;
+      for (const auto& y : all) {
+        const double lp = sequence_log_probs(dec, memory.narrow(0, b, 1), lengths.narrow(0, b, 1), {y}, o)[0];
+        const double score = penalty == 0 ? lp : lp / std::pow(static_cast<double>(y.size() + 1), penalty);
+        if (score > best) {
+          best = score;
+          argbest = y;
+        }
+      }
+      INFO("row " << b << ", length penalty " << penalty);
+      CHECK(found[static_cast<std::size_t>(b)].tokens == argbest);
+      CHECK(found[static_cast<std::size_t>(b)].score == Approx(best).margin(1e-4));
+    }
+  }
+}
+
+TEST_CASE("decoder: learns to copy its memory, and decodes it greedily and with a beam", "[translation][decoder]") {
+  // Memory: one-hot rows of a 3..6-token sequence over ids 1..5, each beside a one-hot of its position;
+  // target: the same sequence.
+  torch::manual_seed(3);
+  const std::int64_t V = 7, eos = 6;
+  auto dec = tiny_decoder(V, V + 6, 0.0);
+  torch::optim::Adam opt(dec->parameters(), torch::optim::AdamOptions(3e-3));
+  auto make = [&](std::int64_t B) {
+    auto lengths = torch::randint(3, 7, {B}, torch::kLong);
+    auto seq = torch::randint(1, 6, {B, 6}, torch::kLong) * (torch::arange(6).unsqueeze(0) < lengths.unsqueeze(1));
+    auto memory = torch::cat({torch::one_hot(seq, V), torch::eye(6, torch::kLong).unsqueeze(0).expand({B, 6, 6})}, 2)
+                      .to(torch::kFloat32);
+    auto input = torch::cat({torch::full({B, 1}, eos, torch::kLong), seq}, 1);
+    auto target = torch::cat({seq, torch::zeros({B, 1}, torch::kLong)}, 1);
+    target.scatter_(1, lengths.unsqueeze(1), eos);
+    return std::make_tuple(memory, lengths, input, target, seq);
+  };
+  dec->train();
+  for (int step = 0; step < 400; ++step) {
+    auto [memory, lengths, input, target, seq] = make(32);
+    auto logits = dec->forward(input, memory, lengths);
+    auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, V}), target.reshape({-1}),
+                                                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(0));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  dec->eval();
+  torch::NoGradGuard no_grad;
+  auto [memory, lengths, input, target, seq] = make(16);
+  SearchOptions o;
+  o.bos = o.eos = eos;
+  o.max_length = 10;
+  auto greedy = greedy_search(dec, memory, lengths, o);
+  o.beam_size = 4;
+  auto beam = beam_search(dec, memory, lengths, o);
+  int greedy_right = 0, beam_right = 0;
+  for (std::int64_t b = 0; b < 16; ++b) {
+    std::vector<std::int64_t> want;
+    for (std::int64_t t = 0; t < lengths[b].item<std::int64_t>(); ++t) want.push_back(seq[b][t].item<std::int64_t>());
+    greedy_right += greedy[static_cast<std::size_t>(b)].tokens == want;
+    beam_right += beam[static_cast<std::size_t>(b)].tokens == want;
+  }
+  CHECK(greedy_right >= 14);
+  CHECK(beam_right >= 14);
+}
+
+namespace {
+
+// Speech translation fr -> en on a few Asterisk prompts: the tiny joint model of runner_support.h with a
+// character text embedding, a tiny decoder head and the translation evaluator.
+const std::string kSpeechTranslation = R"(
+[experiment]
+name = "st-tiny"
+
+[data.train]
+plugin = "asterisk"
+languages = ["fr"]
+translate_to = "en"
+max_per_language = 8
+batch_seconds = 30.0
+
+[data.dev]
+plugin = "asterisk"
+split = "dev"
+languages = ["fr", "it"]
+translate_to = "en"
+max_per_language = 3
+shuffle = false
+)" + workbench::testing::kTinyEncoders + R"(
+[model.text_embedding]
+plugin = "char_embedding"
+
+[objectives.st]
+plugin = "transformer_decoder"
+dim = 16
+heads = 2
+ffn_dim = 32
+layers = 1
+beam_size = 2
+max_length = 30
+
+[evaluators.translation]
+plugin = "translation"
+examples = 2
+
+[trainer]
+steps = 2
+warmup_steps = 1
+log_every = 1
+threads = 2
+progress = "none"
+)";
+
+void build(Runner& r, MemoryRecorder& recorder, const std::vector<std::string>& overrides, const std::string& ckpt = "") {
+  r.resolve(ExperimentFile::parse_text(kSpeechTranslation, "st.toml", overrides));
+  r.configure_runtime();
+  r.prepare_data();
+  r.build_model();
+  r.create_components();
+  r.connect();
+  r.make_trainer(recorder, ckpt);
+}
+
+// id -> transcript as the asterisk dataset normalises it (lower-cased, white space collapsed).
+std::map<std::string, std::string> english_prompts() {
+  std::map<std::string, std::string> out;
+  std::istringstream in(read_text_file("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"));
+  for (std::string line; std::getline(in, line);) {
+    const auto colon = line.find(':');
+    if (line.empty() || line[0] == ';' || colon == std::string::npos) continue;
+    out[line.substr(0, colon)] = to_lower(normalize_space(line.substr(colon + 1)));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("speech translation through the runner: targets, metrics per direction, examples, eval from the checkpoint",
+          "[translation][asterisk]") {
+  if (!workbench::testing::have_asterisk()) {
+    WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");
+    return;
+  }
+  TempDir dir("wbtest_st_");
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().verbose(false));
+  MemoryRecorder recorder;
+  build(runner, recorder, {}, dir.file("ckpt"));
+  // Every French utterance's target is the English transcript of the same prompt id.
+  const auto english = english_prompts();
+  const auto& train = runner.data().at("train");
+  REQUIRE(train.size() == 8);
+  for (std::size_t i = 0; i < train.size(); ++i) {
+    const std::string id = train.ids[i].substr(train.ids[i].find('/') + 1);
+    REQUIRE(english.count(id) == 1);
+    CHECK(train.targets[i] == english.at(id));
+    CHECK(train.langs[i] == "fr");
+  }
+  runner.train();
+  for (const std::string key : {"dev/st/bleu", "dev/st/chrf", "dev/st/bleu/fr-en", "dev/st/bleu/it-en",
+                                "dev/st/chrf/fr-en", "dev/mt_zeroshot/bleu", "dev/mt_zeroshot/bleu/fr-en",
+                                "dev/mt_zeroshot/chrf/it-en", "st/loss", "st/accuracy", "st/nll"}) {
+    INFO(key);
+    CHECK(recorder.values.count(key) == 1);
+  }
+  const double st = recorder.values["dev/st/bleu"].rbegin()->second;
+  CHECK(st == Approx((recorder.values["dev/st/bleu/fr-en"].rbegin()->second +
+                      recorder.values["dev/st/bleu/it-en"].rbegin()->second) / 2));
+  // Two examples per direction and task at each evaluation, with the English reference.
+  const auto& last = recorder.examples.rbegin()->second;
+  CHECK(last.size() == 8);  // {st, mt_zeroshot} x {fr-en, it-en} x 2
+  for (const auto& e : last) {
+    CHECK((e.task.rfind("dev/st/", 0) == 0 || e.task.rfind("dev/mt_zeroshot/", 0) == 0));
+    const std::string id = e.id.substr(e.id.find('/') + 1);
+    CHECK(e.reference == english.at(id));
+  }
+  // Evaluating the checkpoint again (every component, the decoder's vocabulary included) gives the same.
+  BuiltinPlugins plugins2;
+  Runner again(plugins2, RunnerOptions().verbose(false));
+  MemoryRecorder recorder2;
+  build(again, recorder2, {"init.checkpoint=\"" + dir.file("ckpt") + "/final.pt\"", "init.components=[\"all\"]"});
+  again.evaluate();
+  CHECK(recorder2.values["dev/st/chrf"][0] == Approx(recorder.values["dev/st/chrf"].rbegin()->second).margin(1e-12));
+  CHECK(recorder2.values["dev/mt_zeroshot/chrf"][0] ==
+        Approx(recorder.values["dev/mt_zeroshot/chrf"].rbegin()->second).margin(1e-12));
+}
+
+TEST_CASE("speech translation: multi-modal fine-tuning trains on text too; a head without targets says what to add",
+          "[translation][asterisk]") {
+  if (!workbench::testing::have_asterisk()) {
+    WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");
+    return;
+  }
+  {
+    BuiltinPlugins plugins;
+    Runner runner(plugins, RunnerOptions().verbose(false));
+    MemoryRecorder recorder;
+    build(runner, recorder, {"objectives.st.input=\"both\"", "evaluators.translation.text_task=\"mt\""});
+    runner.train();
+    CHECK(recorder.values.count("st/text_loss") == 1);
+    CHECK(recorder.values.count("st/loss") == 1);
+    CHECK(recorder.values.count("dev/mt/bleu/fr-en") == 1);
+    CHECK(recorder.values.count("dev/mt_zeroshot/bleu") == 0);
+  }
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().verbose(false));
+  MemoryRecorder recorder;
+  CHECK_THROWS_WITH(build(runner, recorder, {"data.train.translate_to=\"\""}),
+                    Catch::Matchers::Contains("translation targets") && Catch::Matchers::Contains("translate_to"));
+}
