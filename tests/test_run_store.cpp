@@ -228,7 +228,7 @@ TEST_CASE("opening a new path creates the schema", "[run_store]") {
 
   RawDb db(path);
   const auto tables = db.column("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
-  CHECK(tables == std::vector<std::string>{"checkpoints", "metrics", "params", "plugins", "runs", "tags"});
+  CHECK(tables == std::vector<std::string>{"checkpoints", "examples", "metrics", "params", "plugins", "runs", "tags"});
   const auto views = db.column("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name");
   CHECK(views == std::vector<std::string>{"latest_metrics", "run_parents", "run_summary"});
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('metrics_run_key')") == "run_id,key");
@@ -742,8 +742,8 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     QueryResult result;
     REQUIRE_NOTHROW(result = store.query_rows(sql));
     CHECK_FALSE(result.columns.empty());
-    // No fine-tuning or classification runs here: their own test case below.
-    if (name == "finetune.sql" || name == "confusion.sql") continue;
+    // No fine-tuning, classification or translation runs here: their own test cases below.
+    if (name == "finetune.sql" || name == "confusion.sql" || name == "translation.sql" || name == "examples.sql") continue;
     CHECK_FALSE(result.rows.empty());
 
     if (name == "runs.sql") {
@@ -791,7 +791,8 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     }
   }
   for (const char* required :
-       {"runs.sql", "metrics_of_last_run.sql", "ablation.sql", "params_diff.sql", "plugins_of_last_run.sql"})
+       {"runs.sql", "metrics_of_last_run.sql", "ablation.sql", "params_diff.sql", "plugins_of_last_run.sql",
+        "finetune.sql", "confusion.sql", "translation.sql", "examples.sql"})
     CHECK(found.count(required) == 1);
 }
 
@@ -832,7 +833,7 @@ TEST_CASE("finetune.sql and confusion.sql: fine-tuning runs beside their start, 
   CHECK(cell(confusion, 1, "total") == "4");
 
   auto result = store.query_rows(read_file(queries / "finetune.sql"));
-  REQUIRE(result.rows.size() == 3);  // the failed run and the breakdowns are left out
+  REQUIRE(result.rows.size() == 3);  // the failed run and the breakdowns are left out (no ST run yet)
   CHECK(cell(result, 0, "task") == "asr-ctc");
   CHECK(cell(result, 0, "metric") == "cer");
   CHECK(cell(result, 0, "init") == "random init");
@@ -1247,4 +1248,78 @@ TEST_CASE("recent_runs lists the newest runs with duration and headline metric",
   CHECK(store.recent_runs(0).empty());
   CHECK(store.recent_runs(std::numeric_limits<std::size_t>::max()).size() == 4);
   CHECK(RunStore(dir.file("empty.db")).recent_runs(10).empty());
+}
+
+TEST_CASE("decoded examples are added per step, replaced, listed and deleted with their run", "[run_store]") {
+  TempDir dir;
+  RunStore store(dir.file("wb.db"));
+  const auto id = store.begin_run(sample_info());
+  store.add_examples(id, 100, {{"dev/st/fr-en", "fr/b", "ref b", "hyp b"}, {"dev/st/fr-en", "fr/a", "ref a", "hyp a"}});
+  store.add_examples(id, 200, {{"dev/st/fr-en", "fr/a", "ref a", "better a"}});
+  store.add_examples(id, 200, {{"dev/st/fr-en", "fr/a", "ref a", "best a"}});  // the same step again: replaced
+  auto last = store.examples(id);  // the last step with examples
+  REQUIRE(last.size() == 1);
+  CHECK(last[0].hypothesis == "best a");
+  auto first = store.examples(id, 100);
+  REQUIRE(first.size() == 2);
+  CHECK(first[0].utt_id == "fr/a");  // ordered by task, then id
+  CHECK(first[1].reference == "ref b");
+  CHECK(store.examples(id, 300).empty());
+  CHECK_THROWS_AS(store.add_examples(id + 7, 1, {{"dev/st/fr-en", "x", "r", "h"}}), StoreError);
+  store.add_examples(id, 1, {});  // nothing to add: no transaction, no error
+  store.query_rows("DELETE FROM runs WHERE id = " + std::to_string(id));
+  CHECK(store.query_rows("SELECT count(*) FROM examples").rows.at(0).at(0) == std::optional<std::string>("0"));
+}
+
+TEST_CASE("translation.sql and examples.sql: ST runs by start and input, the newest run's last examples",
+          "[run_store][queries]") {
+  TempDir dir;
+  RunStore store(dir.file("workbench.db"));
+  const auto pre = store.begin_run(sample_info("mslam-tiny", 1));
+  store.finish_run(pre, RunStatus::Finished);
+  RunInfo child = sample_info("finetune-st", 1);
+  child.parent_run = pre;
+  child.tags = {{"init", "mslam"}};
+  const auto speech = store.begin_run(child);
+  store.log_metrics(speech, 400, {{"dev/st/bleu", 1.0}, {"dev/mt_zeroshot/bleu", 0.5}});
+  store.log_metrics(speech, 1200, {{"dev/st/bleu", 2.345}, {"dev/st/chrf", 20.0}, {"dev/mt_zeroshot/bleu", 0.25},
+                                   {"dev/mt_zeroshot/chrf", 10.0}, {"dev/st/bleu/fr-en", 3.0}});
+  store.add_examples(speech, 400, {{"dev/st/fr-en", "fr/a", "ref", "early"}});
+  store.add_examples(speech, 1200, {{"dev/st/fr-en", "fr/b", "ref b", "hyp b"}, {"dev/mt_zeroshot/fr-en", "fr/b", "ref b", "text b"}});
+  store.finish_run(speech, RunStatus::Finished);
+  const auto multimodal = store.begin_run(child);
+  store.log_metrics(multimodal, 1200, {{"dev/st/bleu", 3.0}, {"dev/mt/bleu", 4.0}, {"dev/mt/chrf", 30.0}});
+  store.finish_run(multimodal, RunStatus::Finished);
+  const auto scratch = store.begin_run(sample_info("finetune-st", 1));
+  store.log_metrics(scratch, 1200, {{"dev/st/bleu", 0.5}});
+  store.finish_run(scratch, RunStatus::Finished);
+  const auto failed = store.begin_run(sample_info("finetune-st", 1));
+  store.finish_run(failed, RunStatus::Failed, "diverged");
+
+  const fs::path queries = fs::path(WORKBENCH_SOURCE_DIR) / "results" / "queries";
+  auto st = store.query_rows(read_file(queries / "translation.sql"));
+  REQUIRE(st.rows.size() == 3);
+  CHECK(st.columns == std::vector<std::string>{"run", "init", "init_tag", "trained_on", "step", "st_bleu", "st_chrf",
+                                               "text_bleu", "text_chrf"});
+  CHECK(cell(st, 0, "init") == "run " + std::to_string(pre));
+  CHECK(cell(st, 0, "init_tag") == "mslam");
+  CHECK(cell(st, 0, "trained_on") == "speech");
+  CHECK(cell(st, 0, "step") == "1200");
+  CHECK(cell(st, 0, "st_bleu") == "2.35");
+  CHECK(cell(st, 0, "text_bleu") == "0.25");
+  CHECK(cell(st, 1, "trained_on") == "speech+text");
+  CHECK(cell(st, 1, "text_bleu") == "4.0");
+  CHECK(cell(st, 2, "init") == "random init");
+  CHECK(cell(st, 2, "text_bleu") == std::nullopt);
+
+  auto ex = store.query_rows(read_file(queries / "examples.sql"));
+  REQUIRE(ex.rows.size() == 2);  // the newest run with examples, at its last step
+  CHECK(cell(ex, 0, "run") == std::to_string(speech));
+  CHECK(cell(ex, 0, "step") == "1200");
+  CHECK(cell(ex, 0, "task") == "dev/mt_zeroshot/fr-en");
+  CHECK(cell(ex, 0, "hypothesis") == "text b");
+  CHECK(cell(ex, 1, "reference") == "ref b");
+
+  auto ft = store.query_rows(read_file(queries / "finetune.sql"));
+  CHECK(ft.rows.size() == 6);  // BLEU and chrF from speech + zero-shot BLEU; BLEU + text BLEU; BLEU
 }

@@ -231,6 +231,26 @@ TEST_CASE("decoder: greedy and beam search give the same with and without the ca
       CHECK(a[i].log_prob == Approx(b[i].log_prob).margin(1e-4));
     }
   }
+  // Per-row limits from the memory's lengths: 10 + ceil(0.5 x frames), under max_length.
+  o.max_length = 12;
+  o.max_length_per_frame = 0.5;
+  CHECK(row_limits(lengths, o) == std::vector<std::int64_t>{12, 12, 12, 11});
+  o.max_length_per_frame = 0.1;
+  const auto limits = row_limits(lengths, o);
+  CHECK(limits == std::vector<std::int64_t>{11, 11, 11, 11});
+  for (std::int64_t beam : {1, 3}) {
+    o.beam_size = beam;
+    SearchOptions uncached = o;
+    uncached.use_cache = false;
+    auto search = beam == 1 ? greedy_search : beam_search;
+    auto a = search(dec, memory, lengths, o);
+    auto b = search(dec, memory, lengths, uncached);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(a[i].tokens == b[i].tokens);
+      CHECK(static_cast<std::int64_t>(a[i].tokens.size()) <= limits[i]);
+    }
+  }
+  o.max_length_per_frame = 0;
   // A beam of one is greedy search.
   o.beam_size = 1;
   auto greedy = greedy_search(dec, memory, lengths, o);

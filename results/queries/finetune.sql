@@ -15,5 +15,6 @@ FROM ft
 JOIN latest_metrics AS m ON m.run_id = ft.id
 WHERE m.key IN ('dev/cer', 'dev/wer',
                 'dev/langid/accuracy', 'dev/langid/macro_f1', 'dev/langid/majority', 'dev/langid/chance',
-                'dev/intent/accuracy', 'dev/intent/macro_f1', 'dev/intent/majority', 'dev/intent/chance')
+                'dev/intent/accuracy', 'dev/intent/macro_f1', 'dev/intent/majority', 'dev/intent/chance',
+                'dev/st/bleu', 'dev/st/chrf', 'dev/mt_zeroshot/bleu', 'dev/mt/bleu')
 ORDER BY task, metric, init;

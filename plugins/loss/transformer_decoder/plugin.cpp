@@ -70,6 +70,8 @@ class TransformerDecoderLoss final : public Loss, public Translator {
     search_.length_penalty = o.get_float("length_penalty");
     search_.max_length = o.get_int("max_length") > 0 ? o.get_int("max_length")
                                                      : auto_max_length(*ctx.training_targets, vocabulary_);
+    per_frame_ = o.get_float("max_length_per_frame");
+    per_token_ = o.get_float("max_length_per_token");
     head_ = Head(DecoderOptions(eos_ + 1, dim)
                      .dim(o.get_int("dim"))
                      .heads(o.get_int("heads"))
@@ -105,8 +107,10 @@ class TransformerDecoderLoss final : public Loss, public Translator {
   std::vector<std::string> translate(const Batch& batch, ModelParts& model, Source source) override {
     refresh_vocabulary();
     auto enc = encode(batch, model, source);
-    auto hyps = search_.beam_size > 1 ? beam_search(head_->decoder, enc.x, enc.lengths, search_)
-                                      : greedy_search(head_->decoder, enc.x, enc.lengths, search_);
+    SearchOptions search = search_;
+    search.max_length_per_frame = source == Source::Speech ? per_frame_ : per_token_;
+    auto hyps = search.beam_size > 1 ? beam_search(head_->decoder, enc.x, enc.lengths, search)
+                                     : greedy_search(head_->decoder, enc.x, enc.lengths, search);
     std::vector<std::string> out;
     for (const auto& h : hyps) out.push_back(vocabulary_.decode(h.tokens));
     return out;
@@ -188,7 +192,7 @@ class TransformerDecoderLoss final : public Loss, public Translator {
   }
 
   std::string section_, layer_, input_;
-  double label_smoothing_, text_weight_;
+  double label_smoothing_, text_weight_, per_frame_ = 0, per_token_ = 0;
   Vocabulary vocabulary_;
   std::string vocabulary_text_;
   std::int64_t eos_ = 0;
@@ -215,7 +219,12 @@ PluginDescriptor describe() {
           .add_float("label_smoothing", 0.1, "label smoothing of the cross-entropy", 0, 1)
           .add_int("beam_size", 4, "1 = greedy decoding; > 1 = beam search with this many hypotheses", 1)
           .add_float("length_penalty", 1.0, "beam search: scores are log P / (tokens + 1)^length_penalty", 0)
-          .add_int("max_length", 0, "longest output in characters; 0 = 1.2 x the longest training target + 10", 0));
+          .add_int("max_length", 0, "longest output in characters; 0 = 1.2 x the longest training target + 10", 0)
+          .add_float("max_length_per_frame", 1.0,
+                     "from speech, a row's output ends by 10 + this x its encoder frames (40 ms each after 4x "
+                     "subsampling; about 0.5 characters of English are spoken per frame); 0 = max_length only", 0)
+          .add_float("max_length_per_token", 2.0,
+                     "from text, a row's output ends by 10 + this x its source tokens; 0 = max_length only", 0));
 }
 
 }  // namespace

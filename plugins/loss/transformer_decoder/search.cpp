@@ -13,8 +13,11 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // Next-token log-probabilities, through the cache or by re-running the whole prefix.
 class Stepper {
  public:
-  Stepper(TransformerDecoder& decoder, const torch::Tensor& memory, const torch::Tensor& lengths, const SearchOptions& o)
-      : decoder_(decoder), options_(o), memory_(memory), lengths_(lengths) {
+  /// `limits`: each row's output limit (row_limits), in the rows' order.
+  Stepper(TransformerDecoder& decoder, const torch::Tensor& memory, const torch::Tensor& lengths, const SearchOptions& o,
+          const std::vector<std::int64_t>& limits)
+      : decoder_(decoder), options_(o), memory_(memory), lengths_(lengths),
+        limits_(torch::tensor(limits, torch::kLong).to(memory.device())) {
     if (o.use_cache) cache_ = decoder_->start(memory, lengths);
   }
 
@@ -27,7 +30,7 @@ class Stepper {
       history_ = history_.defined() ? torch::cat({history_, tokens.view({-1, 1})}, 1) : tokens.view({-1, 1});
       logits = decoder_->forward(history_, memory_, lengths_).select(1, -1);
     }
-    return mask(torch::log_softmax(logits.to(torch::kFloat32), -1), t, options_);
+    return mask(torch::log_softmax(logits.to(torch::kFloat32), -1), t, limits_, options_);
   }
 
   void select(const torch::Tensor& index) {
@@ -40,21 +43,20 @@ class Stepper {
     }
   }
 
-  /// No padding ever; after max_length tokens only the end symbol.
-  static torch::Tensor mask(torch::Tensor lp, std::int64_t emitted, const SearchOptions& o) {
+  /// No padding ever; once a row has `limits` tokens, only the end symbol (its log-probability unchanged).
+  static torch::Tensor mask(torch::Tensor lp, std::int64_t emitted, const torch::Tensor& limits, const SearchOptions& o) {
     lp.select(1, 0).fill_(-INFINITY);
-    if (emitted >= o.max_length) {
-      auto eos = lp.select(1, o.eos).clone();
-      lp.fill_(-INFINITY);
-      lp.select(1, o.eos).copy_(eos);
-    }
+    auto ended = (limits <= emitted).view({-1, 1});  // (N, 1)
+    auto eos = lp.select(1, o.eos).clone();
+    lp.masked_fill_(ended, -INFINITY);
+    lp.select(1, o.eos).copy_(eos);
     return lp;
   }
 
  private:
   TransformerDecoder& decoder_;
   SearchOptions options_;
-  torch::Tensor memory_, lengths_, history_;
+  torch::Tensor memory_, lengths_, limits_, history_;
   DecoderCache cache_;
 };
 
@@ -70,15 +72,30 @@ void check(const SearchOptions& o, const TransformerDecoder& decoder) {
 
 }  // namespace
 
+std::vector<std::int64_t> row_limits(const torch::Tensor& lengths, const SearchOptions& o) {
+  auto cpu = lengths.to(torch::kCPU).contiguous();
+  const std::int64_t* l = cpu.data_ptr<std::int64_t>();
+  std::vector<std::int64_t> out;
+  for (std::int64_t b = 0; b < cpu.numel(); ++b) {
+    std::int64_t limit = o.max_length;
+    if (o.max_length_per_frame > 0)
+      limit = std::min(limit, 10 + static_cast<std::int64_t>(std::ceil(o.max_length_per_frame * static_cast<double>(l[b]))));
+    out.push_back(limit);
+  }
+  return out;
+}
+
 std::vector<Hypothesis> greedy_search(TransformerDecoder& decoder, const torch::Tensor& memory,
                                       const torch::Tensor& lengths, const SearchOptions& o) {
   check(o, decoder);
   const auto B = memory.size(0);
   std::vector<Hypothesis> out(static_cast<std::size_t>(B));
   std::vector<char> done(static_cast<std::size_t>(B), 0);
-  Stepper stepper(decoder, memory, lengths, o);
+  const auto limits = row_limits(lengths, o);
+  Stepper stepper(decoder, memory, lengths, o, limits);
   auto tokens = torch::full({B}, o.bos, torch::TensorOptions().dtype(torch::kLong).device(memory.device()));
-  for (std::int64_t t = 0; t <= o.max_length; ++t) {
+  const std::int64_t longest = limits.empty() ? 0 : *std::max_element(limits.begin(), limits.end());
+  for (std::int64_t t = 0; t <= longest; ++t) {
     auto [value, id] = stepper.next(tokens, t).max(-1);
     auto v = value.to(torch::kCPU, torch::kDouble);
     auto k = id.to(torch::kCPU);
@@ -109,7 +126,10 @@ std::vector<Hypothesis> beam_search(TransformerDecoder& decoder, const torch::Te
   const auto B = memory.size(0), K = o.beam_size, V = decoder->options.vocab();
   const auto device = memory.device();
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
-  Stepper stepper(decoder, memory.repeat_interleave(K, 0), lengths.repeat_interleave(K, 0), o);
+  const auto expanded = lengths.repeat_interleave(K, 0);
+  const auto limits = row_limits(expanded, o);  // beams reorder within their row: the limits stay put
+  Stepper stepper(decoder, memory.repeat_interleave(K, 0), expanded, o, limits);
+  const std::int64_t longest = limits.empty() ? 0 : *std::max_element(limits.begin(), limits.end());
   // Only the first hypothesis of each row is live at the start, so that the first step does not pick
   // the same token K times.
   std::vector<double> scores(static_cast<std::size_t>(B * K), kNegInf);
@@ -119,7 +139,7 @@ std::vector<Hypothesis> beam_search(TransformerDecoder& decoder, const torch::Te
   std::vector<char> done(static_cast<std::size_t>(B), 0);
   auto tokens = torch::full({B * K}, o.bos, long_opts.device(device));
   const auto width = std::min<std::int64_t>(2 * K, K * V);
-  for (std::int64_t t = 0; t <= o.max_length; ++t) {
+  for (std::int64_t t = 0; t <= longest; ++t) {
     auto lp = stepper.next(tokens, t);                                                       // (B*K, V)
     auto prior = torch::tensor(scores, torch::TensorOptions().dtype(torch::kDouble)).to(device, torch::kFloat32);
     auto candidates = (prior.view({B * K, 1}) + lp).view({B, K * V});
@@ -182,10 +202,11 @@ std::vector<double> sequence_log_probs(TransformerDecoder& decoder, const torch:
     auto logits = decoder->forward(torch::tensor(input, long_opts).view({1, -1}),
                                    memory.narrow(0, static_cast<std::int64_t>(b), 1),
                                    lengths.narrow(0, static_cast<std::int64_t>(b), 1))[0];  // (L + 1, V)
+    const auto limit = torch::tensor(row_limits(lengths.narrow(0, static_cast<std::int64_t>(b), 1), o), long_opts);
     double total = 0;
     for (std::size_t t = 0; t <= y.size(); ++t) {
       auto lp = Stepper::mask(torch::log_softmax(logits[static_cast<std::int64_t>(t)].unsqueeze(0).to(torch::kFloat32), -1),
-                              static_cast<std::int64_t>(t), o);
+                              static_cast<std::int64_t>(t), limit, o);
       total += lp[0][t < y.size() ? y[t] : o.eos].item<double>();
     }
     out.push_back(total);

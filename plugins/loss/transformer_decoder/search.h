@@ -14,6 +14,10 @@ struct SearchOptions {
   std::int64_t eos = 0;  ///< ends a hypothesis (not part of the returned tokens)
   /// At most this many tokens before the end symbol; at this length the end is forced.
   std::int64_t max_length = 200;
+  /// Per row of the memory, a tighter limit: 10 + ceil(max_length_per_frame * its valid length), so that
+  /// an output that never ends costs a little more than its input, not max_length (fairseq's
+  /// max_len_a / max_len_b). 0 = max_length only.
+  double max_length_per_frame = 0;
   std::int64_t beam_size = 1;
   /// Hypotheses are ranked by log-probability / (tokens + 1)^length_penalty (fairseq's lenpen; 0 = raw
   /// log-probability, which favours short outputs).
@@ -41,8 +45,11 @@ std::vector<Hypothesis> greedy_search(TransformerDecoder& decoder, const torch::
 std::vector<Hypothesis> beam_search(TransformerDecoder& decoder, const torch::Tensor& memory,
                                     const torch::Tensor& lengths, const SearchOptions& options);
 
+/// The output limit of each row: min(max_length, 10 + ceil(max_length_per_frame * lengths[b])).
+std::vector<std::int64_t> row_limits(const torch::Tensor& lengths, const SearchOptions& options);
+
 /// log P(tokens + end | memory) of given outputs under teacher forcing, with the same masking as the
-/// searches (no padding; the end forced at max_length): (B) double, for tests and rescoring.
+/// searches (no padding; the end forced at the row's limit): (B) double, for tests and rescoring.
 std::vector<double> sequence_log_probs(TransformerDecoder& decoder, const torch::Tensor& memory,
                                        const torch::Tensor& lengths, const std::vector<std::vector<std::int64_t>>& outputs,
                                        const SearchOptions& options);
