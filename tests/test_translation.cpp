@@ -19,6 +19,7 @@
 #include "runner_support.h"
 #include "search.h"
 #include "test_support.h"
+#include "workbench/audio.h"
 #include "workbench/io.h"
 #include "workbench/text.h"
 
@@ -30,6 +31,7 @@ using namespace workbench::transformer_decoder;
 using workbench::testing::BuiltinPlugins;
 using workbench::testing::MemoryRecorder;
 using workbench::testing::TempDir;
+using workbench::testing::write_file;
 
 namespace {
 
@@ -493,4 +495,67 @@ TEST_CASE("speech translation: multi-modal fine-tuning trains on text too; a hea
   MemoryRecorder recorder;
   CHECK_THROWS_WITH(build(runner, recorder, {"data.train.translate_to=\"\""}),
                     Catch::Matchers::Contains("translation targets") && Catch::Matchers::Contains("translate_to"));
+}
+
+TEST_CASE("speech translation from a manifest's target column, without a text side", "[translation][manifest]") {
+  TempDir dir("wbtest_st_manifest_");
+  std::string tsv = "id\tpath\ttext\tlang\ttarget\n";
+  for (int i = 0; i < 6; ++i) {
+    Audio a;
+    a.sample_rate = 16000;
+    a.samples.resize(static_cast<std::size_t>(6000 + 800 * i));
+    for (std::size_t t = 0; t < a.samples.size(); ++t)
+      a.samples[t] = static_cast<float>(0.2 * std::sin(2 * 3.14159265358979 * (300 + 40 * i) * static_cast<double>(t) / 16000.0));
+    const std::string rel = "u" + std::to_string(i) + ".wav";
+    write_audio(dir.file(rel), a);
+    tsv += "u" + std::to_string(i) + "\t" + rel + "\tun deux\tfr\t" + (i % 2 ? "One  Two" : "two") + "\n";
+  }
+  write_file(dir.file("st.tsv"), tsv);
+  const std::string text = "[data.train]\nplugin = \"manifest\"\npath = \"" + dir.file("st.tsv") + R"("
+batch_seconds = 4.0
+
+[model.speech_encoder]
+plugin = "conformer"
+d_model = 32
+heads = 2
+layers = 1
+ffn_dim = 64
+kernel_size = 7
+subsampling_channels = 8
+
+[objectives.st]
+plugin = "transformer_decoder"
+dim = 16
+heads = 2
+ffn_dim = 32
+layers = 1
+beam_size = 1
+
+[evaluators.translation]
+plugin = "translation"
+data = "train"
+
+[trainer]
+steps = 1
+warmup_steps = 1
+threads = 2
+progress = "none"
+)";
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().verbose(false));
+  MemoryRecorder recorder;
+  runner.resolve(ExperimentFile::parse_text(text, "st_manifest.toml"));
+  runner.configure_runtime();
+  runner.prepare_data();
+  const auto& data = runner.data().at("train");
+  REQUIRE(data.size() == 6);
+  CHECK(data.targets[0] == "two");
+  CHECK(data.targets[1] == "one two");  // normalised as transcripts are: lower-cased, spaces collapsed
+  runner.build_model();
+  runner.create_components();
+  runner.connect();
+  runner.make_trainer(recorder, "");
+  runner.train();
+  CHECK(recorder.values.count("train/st/bleu/fr-en") == 1);
+  CHECK(recorder.values.count("train/mt_zeroshot/bleu") == 0);  // no text embedding: no text translation
 }

@@ -1,6 +1,7 @@
 // The "manifest" dataset: a TSV file with a header naming at least the columns path, text and lang
-// (extra columns are allowed; `id` is used when present). Audio may be in any format libsndfile reads
-// (WAV, FLAC, Ogg/Vorbis, Ogg/Opus...) at any sample rate; relative paths are relative to the manifest.
+// (extra columns are allowed; `id` is used when present, and `target` is a speech translation's target
+// text). Audio may be in any format libsndfile reads (WAV, FLAC, Ogg/Vorbis, Ogg/Opus...) at any sample
+// rate; relative paths are relative to the manifest.
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -68,6 +69,9 @@ class ManifestDataset final : public Dataset {
       u.path = (audio.is_absolute() ? audio : base / audio).lexically_normal().string();
       u.text = normalize_space(lowercase_ ? to_lower(cells[column["text"]]) : cells[column["text"]]);
       u.lang = cells[column["lang"]];
+      // A speech translation manifest's target, normalised as the transcript is.
+      if (column.count("target"))
+        u.target = normalize_space(lowercase_ ? to_lower(cells[column["target"]]) : cells[column["target"]]);
       u.id = column.count("id") ? cells[column["id"]] : fmt::format("{}:{}", path_, line_no);
       out.push_back(std::move(u));
     }
@@ -84,7 +88,7 @@ class ManifestDataset final : public Dataset {
 
 PluginDescriptor describe() {
   return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.0.0",
-      "TSV manifest (columns path, text, lang; extra allowed) of audio in any format libsndfile reads",
+      "TSV manifest (columns path, text, lang; optional id and target, the translation; extra allowed) of audio in any format libsndfile reads",
       OptionSchema()
           .add_string("path", "", "the .tsv manifest (relative to the working directory)")
           .add_bool("lowercase", true, "lower-case the transcripts"));
