@@ -447,7 +447,8 @@ TEST_CASE("speech translation through the runner: targets, metrics per direction
   runner.train();
   for (const std::string key : {"dev/st/bleu", "dev/st/chrf", "dev/st/bleu/fr-en", "dev/st/bleu/it-en",
                                 "dev/st/chrf/fr-en", "dev/mt_zeroshot/bleu", "dev/mt_zeroshot/bleu/fr-en",
-                                "dev/mt_zeroshot/chrf/it-en", "st/loss", "st/accuracy", "st/nll"}) {
+                                "dev/mt_zeroshot/chrf/it-en", "dev/st/bleu_pooled", "dev/st/bleu_pooled_p4", "dev/st/bleu_pooled_bp",
+                                "st/loss", "st/accuracy", "st/nll"}) {
     INFO(key);
     CHECK(recorder.values.count(key) == 1);
   }

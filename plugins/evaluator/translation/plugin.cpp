@@ -2,7 +2,9 @@
 // BLEU (sacreBLEU's 13a, unsmoothed by default) and chrF, per direction (<src>-<target>) and averaged over
 // directions (mSLAM's CoVoST 2 X -> En averages). From speech ("st/...") and, when the model can read
 // the source transcript (text embedding + shared encoder), from text ("mt_zeroshot/...": zero-shot when
-// the head was fine-tuned on speech only). The first examples of each direction go to the run store.
+// the head was fine-tuned on speech only). A few examples of each direction, spread over its utterances,
+// go to the run store.
+#include <algorithm>
 #include <map>
 #include <stdexcept>
 
@@ -62,7 +64,7 @@ class TranslationEvaluator final : public Evaluator {
 
  private:
   struct Direction {
-    std::vector<std::string> hyps, refs;
+    std::vector<std::string> ids, hyps, refs;
   };
 
   void score(const EvalContext& ctx, Translator::Source source, const std::string& task,
@@ -78,8 +80,7 @@ class TranslationEvaluator final : public Evaluator {
                                       section_, cpu_batch.ids[b]));
         const std::string direction = cpu_batch.langs[b] + "-" + target_;
         auto& d = by_direction[direction];
-        if (ctx.examples && static_cast<std::int64_t>(d.hyps.size()) < examples_)
-          ctx.examples->push_back({task + "/" + direction, cpu_batch.ids[b], cpu_batch.targets[b], hyps[b]});
+        d.ids.push_back(cpu_batch.ids[b]);
         d.hyps.push_back(hyps[b]);
         d.refs.push_back(cpu_batch.targets[b]);
       }
@@ -87,8 +88,17 @@ class TranslationEvaluator final : public Evaluator {
     // Averages first (the first is a run's headline), then each direction.
     std::vector<std::pair<std::string, double>> each;
     double bleu_sum = 0, chrf_sum = 0;
+    BleuStats pooled;
     for (const auto& [direction, d] : by_direction) {
+      // Evaluation batches come sorted by length: examples spread evenly over them show short and long
+      // utterances alike, not only the shortest.
+      const auto count = static_cast<std::int64_t>(d.hyps.size()), keep = std::min<std::int64_t>(examples_, count);
+      for (std::int64_t k = 0; ctx.examples && k < keep; ++k) {
+        const auto i = static_cast<std::size_t>(k * count / keep);
+        ctx.examples->push_back({task + "/" + direction, d.ids[i], d.refs[i], d.hyps[i]});
+      }
       const auto bleu = corpus_bleu(d.hyps, {d.refs}, bleu_);
+      pooled += bleu.stats;
       const double chrf = corpus_chrf(d.hyps, {d.refs});
       each.emplace_back(task + "/bleu/" + direction, bleu.score);
       each.emplace_back(task + "/chrf/" + direction, chrf);
@@ -100,6 +110,13 @@ class TranslationEvaluator final : public Evaluator {
     const double n = by_direction.empty() ? 1.0 : static_cast<double>(by_direction.size());
     out.emplace_back(task + "/bleu", bleu_sum / n);
     out.emplace_back(task + "/chrf", chrf_sum / n);
+    // Every direction's sentences as one corpus, with the n-gram precisions and brevity penalty that
+    // sacreBLEU prints beside the score ("BLEU = 0.00 20.1/3.2/0.5/0.0 (BP = ...)"): what a BLEU of 0
+    // is made of.
+    const auto all = compute_bleu(pooled, bleu_);
+    out.emplace_back(task + "/bleu_pooled", all.score);
+    for (std::size_t k = 0; k < 4; ++k) out.emplace_back(task + "/bleu_pooled_p" + std::to_string(k + 1), all.precisions[k]);
+    out.emplace_back(task + "/bleu_pooled_bp", all.brevity_penalty);
     out.insert(out.end(), each.begin(), each.end());
   }
 
@@ -122,7 +139,7 @@ PluginDescriptor describe() {
           .add_string("text_task", "mt_zeroshot",
                       "metric prefix of the text translations (\"mt\" when the head was also trained on text)")
           .add_string("target_language", "en", "the target language, for the direction names (<src>-<target>)")
-          .add_int("examples", 5, "decoded examples per direction kept in the run store's examples table", 0)
+          .add_int("examples", 5, "decoded examples per direction (spread evenly over its utterances) kept in the run store's examples table", 0)
           .add_choice("tokenize", "13a", {"13a", "none"}, "BLEU tokeniser (sacreBLEU's)")
           .add_choice("smoothing", "none", {"none", "exp", "floor", "add-k"},
                       "BLEU smoothing (sacreBLEU's corpus_bleu default is exp; none reports plain corpus BLEU)"));
