@@ -145,7 +145,7 @@ class AsteriskDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.0.0",
+  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.1.0",  // 1.1: translate_to
       "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)",
       OptionSchema()
           .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")

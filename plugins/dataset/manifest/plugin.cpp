@@ -87,7 +87,7 @@ class ManifestDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.0.0",
+  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.1.0",  // 1.1: the target column
       "TSV manifest (columns path, text, lang; optional id and target, the translation; extra allowed) of audio in any format libsndfile reads",
       OptionSchema()
           .add_string("path", "", "the .tsv manifest (relative to the working directory)")
