@@ -220,38 +220,31 @@ TEST_CASE("decoder: greedy and beam search give the same with and without the ca
   SearchOptions o;
   o.bos = o.eos = 10;
   o.max_length = 12;
-  for (std::int64_t beam : {1, 3}) {
-    o.beam_size = beam;
-    SearchOptions uncached = o;
-    uncached.use_cache = false;
-    auto search = beam == 1 ? greedy_search : beam_search;
-    auto a = search(dec, memory, lengths, o);
-    auto b = search(dec, memory, lengths, uncached);
-    REQUIRE(a.size() == 4);
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      CHECK(a[i].tokens == b[i].tokens);
-      CHECK(a[i].log_prob == Approx(b[i].log_prob).margin(1e-4));
+  // Greedy and a beam of 3, each with and without the cache: the same outputs, each within its row's limit.
+  auto cached_equals_uncached = [&](const std::vector<std::int64_t>& limits) {
+    for (std::int64_t beam : {1, 3}) {
+      o.beam_size = beam;
+      SearchOptions uncached = o;
+      uncached.use_cache = false;
+      auto search = beam == 1 ? greedy_search : beam_search;
+      auto a = search(dec, memory, lengths, o);
+      auto b = search(dec, memory, lengths, uncached);
+      REQUIRE(a.size() == 4);
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        CHECK(a[i].tokens == b[i].tokens);
+        CHECK(a[i].log_prob == Approx(b[i].log_prob).margin(1e-4));
+        CHECK(static_cast<std::int64_t>(a[i].tokens.size()) <= limits[i]);
+      }
     }
-  }
+  };
+  cached_equals_uncached({12, 12, 12, 12});
   // Per-row limits from the memory's lengths: 10 + ceil(0.5 x frames), under max_length.
-  o.max_length = 12;
   o.max_length_per_frame = 0.5;
   CHECK(row_limits(lengths, o) == std::vector<std::int64_t>{12, 12, 12, 11});
   o.max_length_per_frame = 0.1;
   const auto limits = row_limits(lengths, o);
   CHECK(limits == std::vector<std::int64_t>{11, 11, 11, 11});
-  for (std::int64_t beam : {1, 3}) {
-    o.beam_size = beam;
-    SearchOptions uncached = o;
-    uncached.use_cache = false;
-    auto search = beam == 1 ? greedy_search : beam_search;
-    auto a = search(dec, memory, lengths, o);
-    auto b = search(dec, memory, lengths, uncached);
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      CHECK(a[i].tokens == b[i].tokens);
-      CHECK(static_cast<std::int64_t>(a[i].tokens.size()) <= limits[i]);
-    }
-  }
+  cached_equals_uncached(limits);
   o.max_length_per_frame = 0;
   // A beam of one is greedy search.
   o.beam_size = 1;

@@ -152,7 +152,9 @@ std::vector<Hypothesis> beam_search(TransformerDecoder& decoder, const torch::Te
     std::vector<double> next_scores(static_cast<std::size_t>(B * K), kNegInf);
     std::vector<std::vector<std::int64_t>> next_history(static_cast<std::size_t>(B * K));
     for (std::int64_t b = 0; b < B; ++b) {
-      for (std::int64_t k = 0; k < K; ++k) index[static_cast<std::size_t>(b * K + k)] = b * K;  // placeholders
+      // Slots the loop below leaves empty (a finished row's, or fewer than K live extensions) keep the
+      // row's first hypothesis with score -inf: they ride along and are never extended.
+      for (std::int64_t k = 0; k < K; ++k) index[static_cast<std::size_t>(b * K + k)] = b * K;
       if (done[static_cast<std::size_t>(b)]) continue;
       std::int64_t live = 0;
       for (std::int64_t r = 0; r < width; ++r) {
