@@ -25,10 +25,21 @@ struct RunArgs {
   /// train nothing; recorded as a run of kind "eval" whose parent is ID.
   std::optional<std::int64_t> eval_from_run;
   std::string eval_which = "final";  ///< --which: final, best or last
+  /// --nproc N: start N local ranks of this command (data-parallel training) and wait for them.
+  int nproc = 0;
+  /// The command line each rank runs: this one without --nproc.
+  std::vector<std::string> rank_argv;
+  /// --backend and --gloo-interface: override WORKBENCH_DIST_BACKEND and GLOO_SOCKET_IFNAME.
+  std::string backend, gloo_interface;
 };
 /// `workbench run` and `workbench eval`. Returns the process exit code: 0 finished, 1 failed, 130
 /// interrupted.
 int run_command(const RunArgs& args);
+
+/// `workbench run --nproc N`: starts `rank_argv` N times with the torchrun environment (RANK, WORLD_SIZE,
+/// LOCAL_RANK, MASTER_ADDR = 127.0.0.1, a free MASTER_PORT), forwards Ctrl-C, and stops the others when
+/// one fails. Returns the first failing rank's exit code (128 + signal), 130 after Ctrl-C, else 0.
+int launch_local_ranks(int nproc, const std::vector<std::string>& rank_argv);
 
 /// `workbench runs [--db D] [--limit N]`: recent runs, newest first, with their headline metric.
 int runs_command(const std::string& db, std::size_t limit);

@@ -1,6 +1,7 @@
 // workbench: joint speech-text pre-training experiments from TOML files, recorded in SQLite.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -24,6 +25,25 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--tag", tags, "tag the run in the store, key=value or a bare key")->take_all()->expected(1);
   std::int64_t parent = 0;
   auto* parent_opt = run_cmd->add_option("--parent", parent, "the run this one starts from (recorded as its parent)");
+  run_cmd->add_option("--nproc", run.nproc,
+                      "data-parallel training on N local ranks (gloo over lo); without it, a torchrun-style "
+                      "environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) makes this process one rank")
+      ->check(CLI::Range(1, 1024));
+  run_cmd->add_option("--backend", run.backend, "distributed backend: auto (gloo on CPU, nccl on CUDA), gloo or nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}));
+  run_cmd->add_option("--gloo-interface", run.gloo_interface,
+                      "network interface for Gloo (default: lo for a loopback MASTER_ADDR, else the host name's)");
+  // Each rank runs this command line without --nproc.
+  run.rank_argv.push_back("workbench");
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc=", 0) == 0) continue;
+    run.rank_argv.push_back(a);
+  }
 
   workbench::app::RunArgs eval;
   std::int64_t eval_run = 0;

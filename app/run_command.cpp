@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "run_adapters.h"
+#include "workbench/distributed.h"
 #include "workbench/error.h"
 #include "workbench/experiment.h"
 #include "workbench/runner.h"
@@ -79,6 +80,15 @@ std::string checkpoint_of_run(const RunStore& store, std::int64_t id, const std:
   return path;
 }
 
+// Rank 0's error, led by the failure another rank reported: when rank 1 dies, rank 0 only sees its
+// all-reduce lose a peer, and the cause is what rank 1 (or the launcher) left in the store.
+std::string with_peer_failure(const std::shared_ptr<DataParallel>& group, const std::string& own) {
+  if (!group) return own;
+  if (auto peer = group->peer_failure(std::chrono::seconds(5)))
+    return fmt::format("{} (rank 0 stopped with: {})", *peer, own);
+  return own;
+}
+
 int fail(RunStore& store, std::int64_t run, const std::string& message, const std::string& db) {
   store.finish_run(run, RunStatus::Failed, message);
   std::fprintf(stderr, "\nerror: %s\n(recorded as failed run %lld in %s)\n", message.c_str(),
@@ -86,11 +96,76 @@ int fail(RunStore& store, std::int64_t run, const std::string& message, const st
   return 1;
 }
 
+// Ranks other than 0 write nothing: rank 0 records the run.
+class NullRecorder final : public RunRecorder {
+ public:
+  void record(std::int64_t, const Metrics&) override {}
+  void record_params(const std::vector<std::pair<std::string, OptionValue>>&) override {}
+  void record_checkpoint(const CheckpointInfo&) override {}
+  void remove_checkpoint(const std::string&) override {}
+};
+
+// Rank r > 0 of a data-parallel run: the same runner, quiet, with no run store writes and no checkpoints.
+// What goes wrong is left in the group's store for rank 0 to record.
+int run_worker_rank(const RunArgs& args, const DistributedOptions& dist) {
+  std::shared_ptr<DataParallel> group;
+  auto failed = [&](const std::string& message) {
+    if (group)
+      group->report_failure(message);
+    else
+      DataParallel::report_failure_for(dist, dist.rank(), message);
+    std::fprintf(stderr, "rank %d: error: %s\n", dist.rank(), message.c_str());
+    return 1;
+  };
+  try {
+    Registry registry;
+    RegistryFactory factory(registry);
+    std::vector<std::string> overrides = args.overrides;
+    overrides.push_back("trainer.progress=\"none\"");
+    Runner runner(factory, RunnerOptions().overrides(overrides).verbose(false));
+    ExperimentFile file = ExperimentFile::parse(args.experiment, overrides);
+    for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
+    for (const auto& d : file.plugin_paths()) registry.load_directory(d);
+    runner.resolve(file);
+    if (runner.config().init.from_run() > 0) {
+      // Read only: rank 0 owns the store. The weights come from rank 0 anyway; the vocabulary may not.
+      const RunStore store(args.db);
+      ExperimentConfig cfg = runner.config();
+      cfg.init.checkpoint(checkpoint_of_run(store, cfg.init.from_run(), cfg.init.which(), args.db));
+      runner.adopt(std::move(cfg));
+    }
+    runner.configure_runtime();
+    group = std::make_shared<DataParallel>(dist, runner.runtime().device);
+    runner.join(group);
+    NullRecorder recorder;
+    runner.run(recorder, "");
+    return 0;
+  } catch (const Interrupted&) {
+    return 130;
+  } catch (const c10::Error& e) {
+    return failed(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return failed(e.what());
+  }
+}
+
 }  // namespace
 
 int run_command(const RunArgs& args) {
+  if (args.nproc > 0) {
+    if (args.dump_config || args.dry_run || args.eval_from_run)
+      throw ConfigError("--nproc starts training ranks; it does not combine with --dump-config or --dry-run");
+    return launch_local_ranks(args.nproc, args.rank_argv);
+  }
   install_interrupt_handler();
   const auto t_start = std::chrono::steady_clock::now();
+  // torchrun's environment (or --nproc's) makes this process one rank of a data-parallel run.
+  DistributedOptions dist = args.eval_from_run || args.dry_run || args.dump_config ? DistributedOptions()
+                                                                                    : DistributedOptions::from_environment();
+  if (!args.backend.empty()) dist.backend(args.backend);
+  if (!args.gloo_interface.empty()) dist.interface(args.gloo_interface);
+  if (dist.world_size() > 1 && dist.rank() > 0) return run_worker_rank(args, dist);
+  std::shared_ptr<DataParallel> group;
 
   // Resolve the configuration first: --dump-config must not touch the database.
   Registry registry;
@@ -194,6 +269,14 @@ int run_command(const RunArgs& args) {
       return 0;
     }
     if (!args.dry_run) ckpt_dir = checkpoint_folder(cfg.trainer.checkpoint_dir(), run);
+    if (dist.world_size() > 1) {
+      std::fprintf(stderr, "  rank 0 of %d: waiting for the others at %s:%d\n", dist.world_size(),
+                   dist.master_addr().c_str(), dist.master_port());
+      group = std::make_shared<DataParallel>(dist, rt.device);
+      runner.join(group);
+      std::fprintf(stderr, "  %d ranks joined (%s); each trains on its shard of every global batch\n",
+                   dist.world_size(), group->backend().c_str());
+    }
     TrainResult result = runner.run(recorder, ckpt_dir);
     store.finish_run(run, RunStatus::Finished);
     if (args.dry_run) {
@@ -216,10 +299,10 @@ int run_command(const RunArgs& args) {
     return 130;
   } catch (const c10::Error& e) {
     drop_empty_folders();
-    return fail(store, run, e.what_without_backtrace(), args.db);
+    return fail(store, run, with_peer_failure(group, e.what_without_backtrace()), args.db);
   } catch (const std::exception& e) {
     drop_empty_folders();
-    return fail(store, run, e.what(), args.db);
+    return fail(store, run, with_peer_failure(group, e.what()), args.db);
   }
 }
 

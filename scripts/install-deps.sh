@@ -8,6 +8,8 @@ packages=(
   build-essential cmake ccache git pkg-config
   # LibTorch (CPU, 1.13.1) and a fast BLAS for it; see README "BLAS"
   libtorch-dev libopenblas0-pthread
+  # c10d's Gloo process group (data-parallel training): its headers
+  libgloo-dev
   # plugin loading, config, formatting, CLI, run store, hashing
   libboost-dev libboost-filesystem-dev libtomlplusplus-dev libfmt-dev libcli11-dev
   libsqlite3-dev sqlite3 libssl-dev

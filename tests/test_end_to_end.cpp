@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "tone_manifest.h"
 #include "workbench/audio.h"
 #include "workbench/registry.h"
 #include "workbench/run_store.h"
@@ -39,8 +40,6 @@ using results::RunStore;
 using Catch::Matchers::Contains;
 
 namespace {
-
-constexpr double kPi = 3.14159265358979323846;
 
 /// One cell of a query that returns exactly one row.
 std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
@@ -82,27 +81,6 @@ std::string trainer_section(const TempDir& dir, int steps) {
   return "\n[trainer]\nsteps = " + std::to_string(steps) +
          "\nlog_every = 1\nwarmup_steps = 2\nthreads = 2\nprogress = \"none\"\ncheckpoint_dir = \"" +
          dir.file("checkpoints") + "\"\n";
-}
-
-/// A manifest of `n` short synthetic utterances (tones at 8 kHz, to exercise resampling) with transcripts.
-std::string write_manifest(const TempDir& dir, int n) {
-  fs::create_directories(dir.path / "audio");
-  std::string tsv = "id\tpath\ttext\tlang\n";
-  const std::vector<std::string> texts = {"ab", "ba", "Aab", "bb a", "a", "ab  ab"};
-  for (int i = 0; i < n; ++i) {
-    Audio a;
-    a.sample_rate = 8000;
-    const int samples = 4000 + 1200 * i;  // 0.5 .. 1.1 s
-    a.samples.resize(static_cast<std::size_t>(samples));
-    for (int t = 0; t < samples; ++t)
-      a.samples[static_cast<std::size_t>(t)] = static_cast<float>(0.2 * std::sin(2 * kPi * (300 + 50 * i) * t / 8000.0));
-    const std::string rel = "audio/utt" + std::to_string(i) + ".wav";
-    write_audio(dir.file(rel), a);
-    tsv += "utt" + std::to_string(i) + "\t" + rel + "\t" + texts[static_cast<std::size_t>(i) % texts.size()] + "\tzz\n";
-  }
-  const std::string path = dir.file("manifest.tsv");
-  write_file(path, tsv);
-  return path;
 }
 
 }  // namespace

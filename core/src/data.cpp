@@ -138,14 +138,16 @@ std::vector<std::vector<std::size_t>> BucketBatcher::make_plan(std::mt19937_64* 
   return plan;
 }
 
-Batch BucketBatcher::next() {
+std::vector<std::size_t> BucketBatcher::next_indices() {
   if (cursor_ >= plan_.size()) {
     plan_ = make_plan(options_.shuffle ? &rng_ : nullptr);
     cursor_ = 0;
     ++epoch_;
   }
-  return collate(data_, plan_[cursor_++]);
+  return plan_[cursor_++];
 }
+
+Batch BucketBatcher::next() { return collate(data_, next_indices()); }
 
 std::vector<Batch> BucketBatcher::all() const {
   std::vector<Batch> out;
@@ -215,5 +217,33 @@ std::vector<std::size_t> LanguageSampler::next_indices() {
 }
 
 Batch LanguageSampler::next() { return collate(data_, next_indices()); }
+
+std::vector<std::size_t> shard_rows(std::size_t global_size, int rank, int world) {
+  std::vector<std::size_t> rows;
+  for (std::size_t i = static_cast<std::size_t>(rank); i < global_size; i += static_cast<std::size_t>(world))
+    rows.push_back(i);
+  return rows;
+}
+
+ShardedBatcher::ShardedBatcher(const PreparedData& data, std::function<std::vector<std::size_t>()> draw, int rank,
+                               int world, std::shared_ptr<void> keep)
+    : data_(data), draw_(std::move(draw)), rank_(rank), world_(world), keep_(std::move(keep)) {
+  if (world_ < 1 || rank_ < 0 || rank_ >= world_)
+    throw std::invalid_argument(fmt::format("ShardedBatcher: rank {} is not in a world of {}", rank_, world_));
+}
+
+Batch ShardedBatcher::next() {
+  const std::vector<std::size_t> global = draw_();
+  std::vector<std::size_t> mine;
+  for (auto row : shard_rows(global.size(), rank_, world_)) mine.push_back(global[row]);
+  share_ = global.empty() ? 0.0
+                          : static_cast<double>(world_) * static_cast<double>(mine.size()) / static_cast<double>(global.size());
+  if (mine.empty()) {
+    Batch empty;
+    empty.kind = data_.kind;
+    return empty;
+  }
+  return collate(data_, mine);
+}
 
 }  // namespace workbench

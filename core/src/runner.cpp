@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <thread>
 
@@ -88,6 +89,10 @@ struct Runner::Impl {
   std::unique_ptr<Trainer> trainer;
   std::string checkpoint_dir;
   std::vector<std::pair<std::string, OptionValue>> derived;
+  std::shared_ptr<DataParallel> group;  // null: one process
+
+  int rank() const { return group ? group->rank() : 0; }
+  int world() const { return group ? group->world_size() : 1; }
 
   Impl(ComponentFactory& f, RunnerOptions o) : factory(f), options(std::move(o)) {}
 
@@ -135,7 +140,23 @@ const ExperimentConfig& Runner::adopt(ExperimentConfig config) {
   for (const auto& o : cfg.objectives) impl_->train_names.insert(ObjectiveOptions::from(o.core).data());
   for (const auto& e : cfg.evaluators) impl_->eval_names.insert(EvaluatorOptions::from(e.core).data());
   if (impl_->options.dry_run()) impl_->train_names.clear(), impl_->eval_names.clear();
+  if (impl_->rank() > 0) impl_->eval_names.clear();  // rank 0 evaluates alone
   return cfg;
+}
+
+void Runner::join(std::shared_ptr<DataParallel> group) {
+  Impl& im = *impl_;
+  if (!im.runtime) throw std::logic_error("Runner: configure_runtime() before join()");
+  if (im.data_ready) throw std::logic_error("Runner: join() before prepare_data()");
+  im.group = std::move(group);
+  if (!im.group) return;
+  if (im.runtime->device.is_cuda()) {
+    im.runtime->device = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(im.group->options().local_rank()));
+    im.base.device = im.runtime->device;
+  }
+  if (im.rank() > 0) im.eval_names.clear();
+  im.add("runtime.world_size", std::int64_t{im.world()});
+  im.add("runtime.backend", im.group->backend());
 }
 
 const RuntimeInfo& Runner::configure_runtime() {
@@ -245,7 +266,26 @@ void Runner::prepare_data() {
     const BatchingOptions b = data_options.batching(fps);
     if (im.eval_names.count(name)) im.eval_batches[name] = BucketBatcher(p, b, seed).all();
     if (!im.train_names.count(name)) continue;
-    if (data_options.language_temperature() > 0) {
+    if (im.world() > 1) {
+      // Every rank plans the same global batches, with the budget of all the ranks, and keeps its shard:
+      // the order is the one a single process with that budget would train on.
+      BatchingOptions global = b;
+      global.batch_seconds *= im.world();
+      global.max_batch *= im.world();
+      std::function<std::vector<std::size_t>()> draw;
+      std::shared_ptr<void> keep;
+      if (data_options.language_temperature() > 0) {
+        auto sampler = std::make_shared<LanguageSampler>(p, global, data_options.language_temperature(), seed);
+        for (const auto& [lang, q] : sampler->probabilities()) im.add("derived.data." + name + ".sampling." + lang, q);
+        draw = [s = sampler.get()] { return s->next_indices(); };
+        keep = sampler;
+      } else {
+        auto bucket = std::make_shared<BucketBatcher>(p, global, seed);
+        draw = [s = bucket.get()] { return s->next_indices(); };
+        keep = bucket;
+      }
+      im.batchers[name] = std::make_shared<ShardedBatcher>(p, std::move(draw), im.rank(), im.world(), std::move(keep));
+    } else if (data_options.language_temperature() > 0) {
       auto sampler = std::make_shared<LanguageSampler>(p, b, data_options.language_temperature(), seed);
       for (const auto& [lang, q] : sampler->probabilities()) im.add("derived.data." + name + ".sampling." + lang, q);
       im.batchers[name] = sampler;
@@ -306,6 +346,8 @@ void Runner::create_components() {
     // One random stream per objective: two objectives of the same plugin must not mask alike.
     BuildContext ctx = loss_ctx;
     ctx.seed = im.base.seed * 1000003ULL + static_cast<std::uint64_t>(stable_bucket(o.name, 1LL << 40));
+    // Nor two ranks: rank 0 draws what a single process would, the others their own masks.
+    ctx.seed += 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(im.rank());
     const ObjectiveOptions slot = ObjectiveOptions::from(o.core);
     im.objectives.push_back(
         {o.name, create_as<Loss>(im.factory, PluginKind::Loss, o, ctx), slot.weight(), slot.data(), o.plugin});
@@ -374,15 +416,24 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
   TrainerHooks hooks;
   hooks.on_checkpoint = [&recorder](const CheckpointInfo& c) { recorder.record_checkpoint(c); };
   hooks.on_checkpoint_removed = [&recorder](const std::string& path) { recorder.remove_checkpoint(path); };
+  if (im.world() > 1) {
+    DataParallel* group = im.group.get();
+    hooks.after_backward = [group](std::int64_t, const std::vector<torch::Tensor>& params) {
+      group->average_gradients(params);
+    };
+    hooks.reduce_metrics = [group](const Metrics& m) { return group->reduce_metrics(m); };
+    hooks.vote = [group](StopVote mine) { return group->vote(mine); };
+  }
+  const std::string checkpoints = im.rank() == 0 ? checkpoint_dir : std::string();  // rank 0 writes them
   auto trainer = std::make_unique<Trainer>(cfg.trainer, im.model, im.objectives, im.evaluators, im.batchers,
                                            im.eval_batches, im.runtime->device, *sink, cfg.stages, std::move(hooks));
   im.trainer = std::move(trainer);
   im.sink = std::move(sink);
   if (im.recorder != &recorder) recorder.record_params(im.derived);  // what earlier phases found
   im.recorder = &recorder;
-  im.checkpoint_dir = checkpoint_dir;
-  if (!checkpoint_dir.empty())
-    im.trainer->set_checkpoint_directory(checkpoint_dir, cfg.resolved_toml, im.vocabulary->serialize());
+  im.checkpoint_dir = checkpoints;
+  if (!checkpoints.empty())
+    im.trainer->set_checkpoint_directory(checkpoints, cfg.resolved_toml, im.vocabulary->serialize());
   if (cfg.init.active()) {
     const std::string& init = cfg.init.checkpoint();
     if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
@@ -404,6 +455,19 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
     im.add("derived.init.checkpoint", init);
     im.add("derived.init.tensors", static_cast<std::int64_t>(loaded.size()));
     im.say(fmt::format("  loaded {} tensors from {} ({})", loaded.size(), init, fmt::join(parts, ", ")));
+  }
+  if (im.world() > 1) {
+    // Every rank starts from rank 0's weights (as DDP does at construction), then draws its own dropout.
+    std::vector<torch::Tensor> state;
+    auto modules = im.model.named_modules();
+    for (auto& o : im.objectives)
+      if (auto* m = o.loss->module()) modules.emplace_back("objectives." + o.name, m);
+    for (auto& [name, m] : modules) {
+      for (auto& p : m->parameters()) state.push_back(p);
+      for (auto& b : m->buffers()) state.push_back(b);
+    }
+    im.group->broadcast(state);
+    if (im.rank() > 0) torch::manual_seed(static_cast<std::uint64_t>(cfg.seed) + 1000003ULL * static_cast<std::uint64_t>(im.rank()));
   }
   return *im.trainer;
 }

@@ -384,12 +384,16 @@ StepResult Trainer::step() {
   const std::int64_t stage = im.stage_of(s);
   im.stage = stage;
   StepInfo info{s, total};
-  torch::Tensor loss_sum;
+  torch::Tensor loss_sum, logged_sum;  // logged: without the shards' scale
   for (Objective* obj : im.stage_objectives[stage]) {
     LossOutput out;
+    double share = 1.0;
     try {
-      Batch batch = im.train.at(obj->data)->next().to(im.device);
-      out = obj->loss->compute(batch, im.model, info);
+      TrainBatcher& batcher = *im.train.at(obj->data);
+      Batch batch = batcher.next();
+      share = batcher.share();
+      if (batch.size() == 0) continue;  // this rank's shard of a global batch too small to reach it
+      out = obj->loss->compute(batch.to(im.device), im.model, info);
     } catch (const Interrupted&) {
       throw;
     } catch (const c10::Error& e) {
@@ -403,13 +407,16 @@ StepResult Trainer::step() {
       throw Error(fmt::format("objective '{}' (loss plugin {}) failed at step {}: {}", obj->name, obj->plugin, s, e.what()));
     }
     auto weighted = out.loss * obj->weight;
+    logged_sum = logged_sum.defined() ? logged_sum + weighted : weighted;
+    if (share != 1.0) weighted = out.loss * (obj->weight * share);
     loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
     for (auto& [k, v] : out.metrics) im.accumulate(obj->name + "/" + k, v);
   }
   StepResult result;
   result.step = s;
   result.lr = lr;
-  if (loss_sum.defined() && loss_sum.requires_grad()) {
+  const bool backward = loss_sum.defined() && loss_sum.requires_grad();
+  if (backward) {
     try {
       loss_sum.backward();
     } catch (const c10::Error& e) {
@@ -418,7 +425,11 @@ StepResult Trainer::step() {
       throw Error(fmt::format("backward of step {} (objectives {}) failed: {}", s, fmt::join(names, ", "),
                               e.what_without_backtrace()));
     }
-    if (im.hooks.after_backward) im.hooks.after_backward(s, params);
+  }
+  if (im.hooks.after_backward) im.hooks.after_backward(s, params);
+  const bool any_gradient =
+      backward || std::any_of(params.begin(), params.end(), [](const torch::Tensor& p) { return p.grad().defined(); });
+  if (any_gradient) {
     const double clip = im.options.clip_norm();
     double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
     if (std::isfinite(norm)) {
@@ -429,7 +440,7 @@ StepResult Trainer::step() {
     }
     im.grad_norm_sum += std::isfinite(norm) ? norm : 0.0;
   }
-  if (loss_sum.defined()) im.accumulate("train/loss", loss_sum);
+  if (logged_sum.defined()) im.accumulate("train/loss", logged_sum);
   ++im.window_steps;
   im.step = s + 1;
 
@@ -453,6 +464,7 @@ Metrics Trainer::log() {
   m.emplace_back("train/steps_per_second", im.steps_per_second);
   m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
   m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));
+  if (im.hooks.reduce_metrics) m = im.hooks.reduce_metrics(m);
   im.sink.record(im.step, m);
   im.sums.clear();
   im.counts.clear();
@@ -483,7 +495,12 @@ TrainResult Trainer::train() {
   const std::int64_t first_step = im.step;
   std::int64_t shown_stage = -1;
   while (im.step < total) {
-    if (interrupt_requested()) {
+    const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count() - eval_seconds;
+    StopVote stop = interrupt_requested()                        ? StopVote::Interrupted
+                    : max_seconds > 0 && elapsed >= max_seconds ? StopVote::TimeUp
+                                                                 : StopVote::None;
+    if (im.hooks.vote) stop = im.hooks.vote(stop);
+    if (stop == StopVote::Interrupted) {
       progress.finish();
       if (!im.checkpoint_dir.empty()) {
         auto c = checkpoint("interrupted");
@@ -491,8 +508,7 @@ TrainResult Trainer::train() {
       }
       throw Interrupted();
     }
-    const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count() - eval_seconds;
-    if (max_seconds > 0 && elapsed >= max_seconds) {
+    if (stop == StopVote::TimeUp) {
       result.stopped_by_time = true;
       progress.message(fmt::format("stopping at step {}: trainer.max_minutes ({}) reached", im.step, o.max_minutes()));
       break;

@@ -2,6 +2,8 @@
 // The core's data pipeline: utterances -> filterbank features and token ids -> length-bucketed batches.
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -64,6 +66,10 @@ class TrainBatcher {
   virtual ~TrainBatcher();
   virtual Batch next() = 0;
   virtual BatchKind kind() const = 0;
+  /// The last batch's rows as a share of the global batch, times the number of ranks: 1 on one rank.
+  /// The trainer scales that batch's losses by it, so that the ranks' mean gradient is the gradient of
+  /// the global batch's mean over rows (DDP's plain mean, when the shards are equal).
+  virtual double share() const { return 1.0; }
 };
 
 /// Length-bucketed batches: each epoch sorts the examples by length (with a little seeded jitter so that
@@ -74,6 +80,8 @@ class BucketBatcher final : public TrainBatcher {
   BucketBatcher(const PreparedData& data, BatchingOptions options, std::uint64_t seed);
   /// The next training batch; endless, a new epoch starts when one ends.
   Batch next() override;
+  /// The examples of the next batch, without collating.
+  std::vector<std::size_t> next_indices();
   /// Every example once, in length order, in deterministic batches (evaluation).
   std::vector<Batch> all() const;
   BatchKind kind() const override { return data_.kind; }
@@ -119,6 +127,32 @@ class LanguageSampler final : public TrainBatcher {
   std::vector<std::string> languages_;
   std::vector<std::vector<std::size_t>> members_;
   std::discrete_distribution<std::size_t> pick_language_;
+};
+
+/// Strided shards of a global batch: rank `rank` of `world` takes rows rank, rank + world, ... of its
+/// `global_size` rows, so that each rank's rows span the batch's lengths alike (batches are cut from
+/// length-sorted examples). Empty when global_size <= rank.
+std::vector<std::size_t> shard_rows(std::size_t global_size, int rank, int world);
+
+/// Data parallelism's batcher: every rank draws the same global batch from `draw` (the same seed and
+/// plan, with `world` ranks' budget) and keeps its shard_rows of it. Across the ranks each example is
+/// seen once per epoch, in the global order a single process with the whole budget would see.
+class ShardedBatcher final : public TrainBatcher {
+ public:
+  /// `draw` gives the next global batch's examples of `data`; `keep` holds what draw needs alive.
+  ShardedBatcher(const PreparedData& data, std::function<std::vector<std::size_t>()> draw, int rank, int world,
+                 std::shared_ptr<void> keep = nullptr);
+  /// This rank's rows of the next global batch; a Batch of no rows when the global one has <= rank.
+  Batch next() override;
+  BatchKind kind() const override { return data_.kind; }
+  double share() const override { return share_; }
+
+ private:
+  const PreparedData& data_;
+  std::function<std::vector<std::size_t>()> draw_;
+  int rank_, world_;
+  std::shared_ptr<void> keep_;
+  double share_ = 1.0;
 };
 
 }  // namespace workbench

@@ -29,6 +29,7 @@
 #include <torch/arg.h>
 
 #include "workbench/data.h"
+#include "workbench/distributed.h"
 #include "workbench/experiment.h"
 #include "workbench/trainer.h"
 #include "workbench/vocabulary.h"
@@ -94,6 +95,14 @@ class Runner {
   /// Sets torch's intra-op threads and OpenBLAS's pool from [trainer], and picks the device. Throws
   /// ConfigError when trainer.device = "cuda" and CUDA is not available.
   const RuntimeInfo& configure_runtime();
+
+  /// Phase 1b, for data parallelism: this process is one rank of `group`, which must outlive the runner.
+  /// Its batchers then draw the global batches of world_size() ranks' budget and keep their shard; its
+  /// objectives' random streams differ by rank; the trainer averages gradients, reduces metrics and
+  /// votes on stopping through the group; only rank 0 loads evaluation data and evaluates. The
+  /// parameters are broadcast from rank 0 in make_trainer. A CUDA device becomes cuda:<local rank>.
+  /// Call after configure_runtime and before prepare_data.
+  void join(std::shared_ptr<DataParallel> group);
 
   /// Phase 2. Loads the datasets the objectives and evaluators use (none in a dry run), builds the
   /// vocabulary and computes the features. Throws DataError / ConfigError.

@@ -15,6 +15,7 @@
 #include <c10/core/Device.h>
 
 #include "workbench/data.h"
+#include "workbench/distributed.h"
 #include "workbench/evaluator.h"
 #include "workbench/experiment.h"
 #include "workbench/loss.h"
@@ -71,7 +72,8 @@ struct CheckpointInfo {
 /// Called at the trainer's seams; any may be empty.
 struct TrainerHooks {
   /// After backward(), before clipping and the optimizer step, with the parameters being trained: a
-  /// data-parallel run all-reduces their gradients here.
+  /// data-parallel run all-reduces their gradients here. Called at every step while it is set, also on a
+  /// rank whose shards were all empty (it then has no gradients, but must join the all-reduce).
   std::function<void(std::int64_t step, const std::vector<torch::Tensor>& parameters)> after_backward;
   /// After training metrics are logged (step = optimizer steps done).
   std::function<void(std::int64_t step, const Metrics& metrics)> on_log;
@@ -81,6 +83,12 @@ struct TrainerHooks {
   std::function<void(const CheckpointInfo& checkpoint)> on_checkpoint;
   /// After an old periodic checkpoint beyond trainer.keep_checkpoints is deleted.
   std::function<void(const std::string& path)> on_checkpoint_removed;
+  /// Data parallelism: the training metrics of a log window, before they are recorded (the mean over
+  /// the ranks). Every rank logs at the same steps.
+  std::function<Metrics(const Metrics& metrics)> reduce_metrics;
+  /// Data parallelism: once per step, before it, whether the ranks stop (the trainer's own reason in,
+  /// the ranks' agreed one out), so that no rank waits at a collective the others have left.
+  std::function<StopVote(StopVote mine)> vote;
 };
 
 struct TrainResult {
