@@ -305,3 +305,47 @@ TEST_CASE("data parallel: Ctrl-C stops every rank at the same step; rank 0 check
   CHECK(checkpoints[0].kind == "interrupted");
   CHECK(checkpoints[0].step > 0);
 }
+
+TEST_CASE("data parallel: in the torchrun environment, a rank that fails before joining stops rank 0 at once",
+          "[distributed][e2e][errors]") {
+  TempDir dir("wbtest_ddp_");
+  const std::string manifest = write_manifest(dir, 6);
+  const std::string exp = dir.file("good.toml"), db = dir.file("runs.db");
+  write_file(exp, tiny_experiment(manifest, 2, 100000, dir));
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  // Two independently started processes, as torchrun or Slurm would start them; rank 1's file is missing.
+  auto start_rank = [&](int rank, const std::string& experiment) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", "2", 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::freopen(dir.file("rank" + std::to_string(rank) + ".err").c_str(), "w", stderr);
+      ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", experiment.c_str(), "--db", db.c_str(),
+              static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    return child;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t rank0 = start_rank(0, exp);
+  const pid_t rank1 = start_rank(1, dir.file("missing.toml"));
+  int s0 = 0, s1 = 0;
+  ::waitpid(rank1, &s1, 0);
+  ::waitpid(rank0, &s0, 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(read_file(dir.file("rank0.err")) << "\n---\n" << read_file(dir.file("rank1.err")));
+  CHECK(WIFEXITED(s1));
+  CHECK(WEXITSTATUS(s1) == 1);
+  CHECK_THAT(read_file(dir.file("rank1.err")), Contains("rank 1: error:"));
+  REQUIRE(WIFEXITED(s0));
+  CHECK(WEXITSTATUS(s0) == 1);
+  CHECK(seconds < 60);  // not the 30-minute collective timeout
+  RunStore store(db);
+  const auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  CHECK(runs[0].status == "failed");
+  CHECK_THAT(runs[0].error_message, Contains("another rank failed before joining: rank 1 of 2:"));
+  CHECK_THAT(runs[0].error_message, Contains("missing.toml"));
+}
