@@ -22,7 +22,7 @@
 
 // The plugin's own door to libsentencepiece (a test linked with libsentencepiece crashes before main:
 // see spm_api.h), used here to decode the plugin's ids independently of the plugin.
-#include "../plugins/text/sentencepiece_embedding/spm_api.h"
+#include "../plugins/text/common/spm_api.h"
 
 #include <catch2/catch.hpp>
 

@@ -4,6 +4,7 @@
 // an exhaustive search, and an ST head fine-tuned through the runner on the Asterisk prompts.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -16,15 +17,18 @@
 #include "bleu.h"
 #include "chrf.h"
 #include "decoder.h"
+#include "../plugins/text/common/spm_api.h"
 #include "runner_support.h"
 #include "search.h"
 #include "test_support.h"
 #include "workbench/audio.h"
+#include "workbench/registry.h"
 #include "workbench/io.h"
 #include "workbench/text.h"
 
 #include <catch2/catch.hpp>
 
+namespace fs = std::filesystem;
 using namespace workbench;
 using namespace workbench::translation;
 using namespace workbench::transformer_decoder;
@@ -465,6 +469,61 @@ TEST_CASE("speech translation through the runner: targets, metrics per direction
   CHECK(recorder2.values["dev/st/chrf"][0] == Approx(recorder.values["dev/st/chrf"].rbegin()->second).margin(1e-12));
   CHECK(recorder2.values["dev/mt_zeroshot/chrf"][0] ==
         Approx(recorder.values["dev/mt_zeroshot/chrf"].rbegin()->second).margin(1e-12));
+}
+
+TEST_CASE("speech translation with SentencePiece targets: pieces of the English targets, kept in the checkpoint",
+          "[translation][asterisk][sentencepiece]") {
+  if (!workbench::testing::have_asterisk()) {
+    WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");
+    return;
+  }
+  const std::string shim = Registry::builtin_plugin_dir() + "/sentencepiece/spm_shim.so";
+  if (!fs::exists(shim)) {
+    WARN("libsentencepiece not found at build time; skipping");
+    return;
+  }
+  TempDir dir("wbtest_st_spm_");
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().verbose(false));
+  MemoryRecorder recorder;
+  build(runner, recorder, {"objectives.st.targets=\"sentencepiece\"", "objectives.st.target_vocab_size=40"},
+        dir.file("ckpt"));
+  // The head's buffer is a SentencePiece model of the training targets: each encodes without an unknown
+  // piece and decodes back to itself, in fewer pieces than characters.
+  auto buffers = runner.objectives().at(0).loss->module()->named_buffers();
+  auto bytes = buffers["target_vocabulary"].contiguous();
+  const std::string serialized(reinterpret_cast<const char*>(bytes.data_ptr<std::uint8_t>()),
+                               static_cast<std::size_t>(bytes.numel()));
+  const std::string tag = "sentencepiece\n";
+  REQUIRE(serialized.compare(0, tag.size(), tag) == 0);
+  static const spm::Api api = spm::Api::open(shim);
+  spm::Processor sp(api, serialized.substr(tag.size()));
+  CHECK(sp.piece_size() <= 40);
+  std::size_t pieces = 0, characters = 0;
+  for (const auto& target : runner.data().at("train").targets) {
+    const auto ids = sp.encode(target);
+    CHECK(std::find(ids.begin(), ids.end(), 0) == ids.end());  // 0: SentencePiece's <unk>
+    CHECK(sp.decode(ids) == target);
+    pieces += ids.size();
+    characters += target.size();
+  }
+  CHECK(pieces < characters);
+  // Its output layer has a row per piece, plus padding (0), unknown (1) and the end symbol.
+  std::int64_t rows = 0;
+  for (const auto& p : runner.objectives().at(0).loss->module()->named_parameters())
+    if (p.key().find("embed") != std::string::npos) rows = std::max(rows, p.value().size(0));
+  CHECK(rows == sp.piece_size() + 2);
+  runner.train();
+  CHECK(recorder.values.count("dev/st/chrf/fr-en") == 1);
+  // The checkpoint decodes with its pieces: evaluating it again gives the same scores.
+  BuiltinPlugins plugins2;
+  Runner again(plugins2, RunnerOptions().verbose(false));
+  MemoryRecorder recorder2;
+  build(again, recorder2,
+        {"objectives.st.targets=\"sentencepiece\"", "objectives.st.target_vocab_size=40",
+         "init.checkpoint=\"" + dir.file("ckpt") + "/final.pt\"", "init.components=[\"all\"]"});
+  again.evaluate();
+  CHECK(recorder2.values["dev/st/chrf"][0] == Approx(recorder.values["dev/st/chrf"].rbegin()->second).margin(1e-12));
 }
 
 TEST_CASE("speech translation: multi-modal fine-tuning trains on text too; a head without targets says what to add",

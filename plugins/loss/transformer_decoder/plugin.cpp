@@ -1,8 +1,8 @@
 // The "transformer_decoder" loss plugin: a sequence-to-sequence head for speech translation (SLAM and
 // mSLAM fine-tune a Transformer decoder on CoVoST 2 X -> En; here the sizes are options, tiny by default
 // for the CPU). Trained with teacher forcing and label-smoothed cross-entropy on each utterance's
-// translation target (Batch::targets) over a character vocabulary of the training targets, kept in the
-// checkpoint. It decodes itself (a Translator): greedy or beam search over a key/value cache, from speech
+// translation target (Batch::targets) over the characters of the training targets or SentencePiece pieces
+// trained on them (targets.h), kept in the checkpoint. It decodes itself (a Translator): greedy or beam search over a key/value cache, from speech
 // or, through the text embedding and the shared encoder, from the source transcript: zero-shot text
 // translation after speech-only fine-tuning, or mSLAM section 5's multi-modal fine-tuning (input = "both").
 #include <algorithm>
@@ -14,18 +14,17 @@
 #include "workbench/error.h"
 #include "workbench/loss.h"
 #include "workbench/plugin.h"
-#include "workbench/vocabulary.h"
-
 #include "decoder.h"
 #include "search.h"
+#include "targets.h"
 
 namespace workbench::transformer_decoder {
 namespace {
 
 namespace F = torch::nn::functional;
 
-// The decoder and, as a buffer, its target vocabulary (Vocabulary::serialize bytes): a checkpoint then
-// decodes with the characters it was trained on.
+// The decoder and, as a buffer, its target units (TargetUnits::serialize bytes): a checkpoint then
+// decodes with the characters or pieces it was trained on.
 struct HeadImpl : torch::nn::Module {
   HeadImpl(const DecoderOptions& options, const std::string& vocabulary) {
     decoder = register_module("decoder", TransformerDecoder(options));
@@ -38,7 +37,7 @@ struct HeadImpl : torch::nn::Module {
 };
 TORCH_MODULE(Head);
 
-std::int64_t auto_max_length(const std::vector<std::string>& targets, const Vocabulary& v) {
+std::int64_t auto_max_length(const std::vector<std::string>& targets, const TargetUnits& v) {
   std::size_t longest = 0;
   for (const auto& t : targets) longest = std::max(longest, v.encode(t).size());
   return static_cast<std::int64_t>(static_cast<double>(longest) * 1.2) + 10;
@@ -59,11 +58,21 @@ class TransformerDecoderLoss final : public Loss, public Translator {
     if (layer_ == "speech_encoder" && input_ != "speech")
       o.fail("input", "text input goes through the shared encoder: it needs layer = \"auto\" or \"shared_encoder\"");
     if (o.get_int("dim") % o.get_int("heads") != 0) o.fail("dim", "must be a multiple of heads");
-    vocabulary_ = Vocabulary::from_texts(*ctx.training_targets);
+    if (o.get_string("targets") == "sentencepiece") {
+      try {
+        // A fixed seed, not the objective's: every rank and every seed of a sweep gets the same pieces.
+        vocabulary_ = TargetUnits::sentencepiece(*ctx.training_targets, o.get_int("target_vocab_size"), 1);
+      } catch (const std::runtime_error& e) {
+        o.fail("target_vocab_size", fmt::format("SentencePiece could not train on the {} training targets: {}",
+                                                ctx.training_targets->size(), e.what()));
+      }
+    } else {
+      vocabulary_ = TargetUnits::characters(*ctx.training_targets);
+    }
     vocabulary_text_ = vocabulary_.serialize();
     const std::int64_t dim = layer_ == "speech_encoder" ? ctx.speech_dim : ctx.model_dim;
     if (dim <= 0) throw std::invalid_argument("transformer_decoder needs the encoder's output dimension");
-    // Ids: 0 = padding, 1 = unknown, the characters, then one end symbol that also starts the input.
+    // Ids: 0 = padding, 1 = unknown, the units, then one end symbol that also starts the input.
     eos_ = vocabulary_.size();
     search_.bos = search_.eos = eos_;
     search_.beam_size = o.get_int("beam_size");
@@ -183,7 +192,7 @@ class TransformerDecoderLoss final : public Loss, public Translator {
     auto bytes = head_->target_vocabulary.to(torch::kCPU).contiguous();
     std::string text(reinterpret_cast<const char*>(bytes.data_ptr<std::uint8_t>()), static_cast<std::size_t>(bytes.numel()));
     if (text == vocabulary_text_) return;
-    auto loaded = Vocabulary::deserialize(text);
+    auto loaded = TargetUnits::deserialize(text);
     if (loaded.size() != vocabulary_.size())
       throw ConfigError(fmt::format("[{}]: the checkpoint's target vocabulary has {} symbols, this head {}", section_,
                                     loaded.size(), vocabulary_.size()));
@@ -193,7 +202,7 @@ class TransformerDecoderLoss final : public Loss, public Translator {
 
   std::string section_, layer_, input_;
   double label_smoothing_, text_weight_, per_frame_ = 0, per_token_ = 0;
-  Vocabulary vocabulary_;
+  TargetUnits vocabulary_;
   std::string vocabulary_text_;
   std::int64_t eos_ = 0;
   SearchOptions search_;
@@ -201,7 +210,7 @@ class TransformerDecoderLoss final : public Loss, public Translator {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<TransformerDecoderLoss>(PluginKind::Loss, "transformer_decoder", "1.0.0",
+  return describe_plugin<TransformerDecoderLoss>(PluginKind::Loss, "transformer_decoder", "1.1.0",  // 1.1: SentencePiece targets
       "Transformer decoder head (pre-LN, cross-attention, KV cache) for speech translation on data with "
       "translation targets; greedy or beam search, from speech or from the source text",
       OptionSchema()
@@ -219,10 +228,16 @@ PluginDescriptor describe() {
           .add_float("label_smoothing", 0.1, "label smoothing of the cross-entropy", 0, 1)
           .add_int("beam_size", 4, "1 = greedy decoding; > 1 = beam search with this many hypotheses", 1)
           .add_float("length_penalty", 1.0, "beam search: scores are log P / (tokens + 1)^length_penalty", 0)
-          .add_int("max_length", 0, "longest output in characters; 0 = 1.2 x the longest training target + 10", 0)
+          .add_choice("targets", "characters", {"characters", "sentencepiece"},
+                      "output units: the characters of the training targets, or a SentencePiece unigram model "
+                      "trained on them at start-up (kept in the checkpoint)")
+          .add_int("target_vocab_size", 256,
+                   "targets = sentencepiece: pieces, unknown included (at most what the targets support)", 2)
+          .add_int("max_length", 0, "longest output in units; 0 = 1.2 x the longest training target + 10", 0)
           .add_float("max_length_per_frame", 1.0,
                      "from speech, a row's output ends by 10 + this x its encoder frames (40 ms each after 4x "
-                     "subsampling; about 0.5 characters of English are spoken per frame); 0 = max_length only", 0)
+                     "subsampling; about 0.5 characters of English are spoken per frame, fewer pieces); 0 = "
+                     "max_length only", 0)
           .add_float("max_length_per_token", 2.0,
                      "from text, a row's output ends by 10 + this x its source tokens; 0 = max_length only", 0));
 }

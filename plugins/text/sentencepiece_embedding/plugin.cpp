@@ -19,7 +19,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -32,7 +31,7 @@
 #include "workbench/text_embedding.h"
 
 #include "../common/token_embedding.h"
-#include "spm_api.h"
+#include "spm_api.h"  // plugins/text/common
 
 namespace workbench::sentencepiece_embedding {
 namespace {
@@ -42,16 +41,10 @@ using text_embedding::TokenEmbedding;
 
 constexpr const char* kBuffer = "sentencepiece_model";
 
-/// Where spm_shim.so lives: the "sentencepiece" folder next to this plugin (a subfolder, because every
-/// *.so in the plugin folder itself must be a plugin).
-std::string shim_path() {
-  Dl_info info{};
-  if (!dladdr(reinterpret_cast<void*>(&shim_path), &info) || !info.dli_fname)
-    throw std::runtime_error("sentencepiece_embedding cannot tell where it was loaded from (dladdr failed)");
-  return (fs::path(info.dli_fname).parent_path() / "sentencepiece" / "spm_shim.so").string();
-}
-
+std::string shim_path();
 /// The shim, opened on first use (a failure is retried on the next).
+std::string shim_path() { return spm::shim_beside(reinterpret_cast<const void*>(&shim_path)); }
+
 const spm::Api& api() {
   static const spm::Api opened = spm::Api::open(shim_path());
   return opened;
@@ -151,7 +144,7 @@ class SentencePieceEmbedding final : public TextEmbedding {
   /// often a vocab_size larger than the texts support, or smaller than their alphabet).
   std::string train(const Options& o, const std::vector<std::string>& texts, std::uint64_t seed) const {
     const unsigned threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-    const std::unordered_map<std::string, std::string> args = {
+    const std::vector<std::pair<std::string, std::string>> args = {
         {"model_type", o.get_string("model_type")},
         {"vocab_size", std::to_string(o.get_int("vocab_size"))},
         {"character_coverage", fmt::format("{}", o.get_float("character_coverage"))},
@@ -166,31 +159,17 @@ class SentencePieceEmbedding final : public TextEmbedding {
         {"num_threads", std::to_string(threads)},
         {"minloglevel", "1"},  // its INFO log is a screenful per training
     };
-    std::vector<const char*> keys, values, data;
-    std::vector<std::size_t> sizes;
-    for (const auto& [k, v] : args) {
-      keys.push_back(k.c_str());
-      values.push_back(v.c_str());
-    }
-    for (const auto& t : texts) {
-      data.push_back(t.data());
-      sizes.push_back(t.size());
-    }
-    const auto& shim = api();
-    char* proto = nullptr;
-    char* error = nullptr;
-    std::size_t proto_size = 0;
     // Seeds the sampling of input sentences and the trainers; ~0u would mean "random" to SentencePiece.
     const auto s = static_cast<unsigned int>(seed % 0xFFFFFFFFull);
-    if (shim.train(data.data(), sizes.data(), data.size(), keys.data(), values.data(), keys.size(), s, &proto,
-                   &proto_size, &error) != 0) {
-      const std::string why = shim.take(error);
+    try {
+      return spm::train(api(), texts, args, s);
+    } catch (const std::runtime_error& e) {
+      const std::string why = e.what();
       const std::string message = fmt::format("SentencePiece could not train a {} model on {} texts: {}",
                                               o.get_string("model_type"), texts.size(), why);
       if (why.find("ocabulary size") != std::string::npos) o.fail("vocab_size", message);
       throw ConfigError("[" + o.section() + "]: " + message);
     }
-    return shim.take(proto, proto_size);
   }
 
   /// SentencePiece puts <unk> and control pieces first; the ordinary pieces follow.

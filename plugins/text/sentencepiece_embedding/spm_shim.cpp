@@ -10,7 +10,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
-#include "spm_api.h"
+#include "spm_api.h"  // plugins/text/common
 
 #define WB_SPM_EXPORT extern "C" __attribute__((visibility("default")))
 

@@ -12,9 +12,11 @@
 #include <dlfcn.h>
 
 #include <cstddef>
+#include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern "C" {
@@ -89,6 +91,38 @@ struct __attribute__((visibility("hidden"))) Api {
     return reinterpret_cast<F>(p);
   }
 };
+
+/// Where spm_shim.so lives: the "sentencepiece" folder beside the plugin that holds `anchor` (a function of
+/// that plugin), a subfolder because every *.so in the plugin folder itself must be a plugin.
+inline std::string shim_beside(const void* anchor) {
+  Dl_info info{};
+  if (!dladdr(anchor, &info) || !info.dli_fname)
+    throw std::runtime_error("a SentencePiece plugin cannot tell where it was loaded from (dladdr failed)");
+  return (std::filesystem::path(info.dli_fname).parent_path() / "sentencepiece" / "spm_shim.so").string();
+}
+
+/// Trains a model in memory on `texts` with SentencePiece's trainer options `args` (key, value), seeded
+/// with `seed`. Returns the serialized ModelProto. Throws std::runtime_error with SentencePiece's message.
+inline std::string train(const Api& api, const std::vector<std::string>& texts,
+                         const std::vector<std::pair<std::string, std::string>>& args, unsigned seed) {
+  std::vector<const char*> keys, values, data;
+  std::vector<std::size_t> sizes;
+  for (const auto& [k, v] : args) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  for (const auto& t : texts) {
+    data.push_back(t.data());
+    sizes.push_back(t.size());
+  }
+  char* proto = nullptr;
+  char* error = nullptr;
+  std::size_t proto_size = 0;
+  if (api.train(data.data(), sizes.data(), data.size(), keys.data(), values.data(), keys.size(), seed, &proto,
+                &proto_size, &error) != 0)
+    throw std::runtime_error(api.take(error));
+  return api.take(proto, proto_size);
+}
 
 /// A loaded model. Throws std::runtime_error with SentencePiece's message on failure.
 class __attribute__((visibility("hidden"))) Processor {
