@@ -1,6 +1,9 @@
 // Data-parallel training on c10d's Gloo backend: the sharded batchers, then real ranks on loopback
 // started by `workbench run --nproc 2`, against one process with the doubled batch.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -140,6 +143,50 @@ bool wait_until_training(const std::string& db) {
   return false;
 }
 
+// A port nobody listens on now: the kernel's pick for a socket bound to port 0.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  REQUIRE(ok);
+  return ntohs(addr.sin_port);
+}
+
+// A 2-rank run of far more steps than a test waits for, started by --nproc and already training.
+struct LongRun {
+  TempDir dir{"wbtest_ddp_"};
+  std::string db = dir.file("runs.db"), err = dir.file("launcher.err");
+  pid_t launcher = -1;
+  bool training = false;  // rank 0 has logged training metrics
+  LongRun() {
+    const std::string exp = dir.file("long.toml");
+    write_file(exp, tiny_experiment(write_manifest(dir, 6), 2, 100000, dir));
+    launcher = start_launcher(exp, db, err);
+    training = launcher > 0 && wait_until_training(db);
+  }
+  /// The launcher's exit status, once it has ended.
+  int wait() {
+    int status = 0;
+    ::waitpid(launcher, &status, 0);
+    launcher = -1;
+    return status;
+  }
+  // A test that failed half-way must not leave the ranks training (the launcher passes it on).
+  ~LongRun() {
+    if (launcher <= 0) return;
+    ::kill(launcher, SIGTERM);
+    ::waitpid(launcher, nullptr, 0);
+  }
+  LongRun(const LongRun&) = delete;
+  LongRun& operator=(const LongRun&) = delete;
+};
+
 }  // namespace
 
 TEST_CASE("sharding: across the ranks every example is seen once per epoch, in one process's global order",
@@ -259,60 +306,47 @@ TEST_CASE("data parallel: 2 ranks on loopback give the parameters of 1 rank with
 
 TEST_CASE("data parallel: a rank killed mid-run fails the run, and rank 0 records which rank and why",
           "[distributed][e2e][errors]") {
-  TempDir dir("wbtest_ddp_");
-  const std::string manifest = write_manifest(dir, 6);
-  const std::string exp = dir.file("long.toml"), db = dir.file("runs.db"), err = dir.file("launcher.err");
-  write_file(exp, tiny_experiment(manifest, 2, 100000, dir));
-  const pid_t launcher = start_launcher(exp, db, err);
-  REQUIRE(launcher > 0);
-  REQUIRE(wait_until_training(db));
-  const auto victim = rank_pid(launcher, 1);
+  LongRun run;
+  REQUIRE(run.training);
+  const auto victim = rank_pid(run.launcher, 1);
   REQUIRE(victim);
   ::kill(*victim, SIGKILL);
-  int status = 0;
-  ::waitpid(launcher, &status, 0);
-  const std::string said = read_file(err);
+  const int status = run.wait();
+  const std::string said = read_file(run.err);
   INFO(said);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 128 + SIGKILL);
   CHECK_THAT(said, Contains("rank 1 of 2 (pid " + std::to_string(*victim) + ") was killed by signal 9"));
-  RunStore store(db);
-  const auto run = store.runs().at(0);
-  CHECK(run.status == "failed");
-  CHECK_THAT(run.error_message, Contains("rank 1 of 2: was killed by signal 9"));
+  RunStore store(run.db);
+  const auto recorded = store.runs().at(0);
+  CHECK(recorded.status == "failed");
+  CHECK_THAT(recorded.error_message, Contains("rank 1 of 2: was killed by signal 9"));
 }
 
 TEST_CASE("data parallel: Ctrl-C stops every rank at the same step; rank 0 checkpoints and records it",
           "[distributed][e2e][interrupt]") {
-  TempDir dir("wbtest_ddp_");
-  const std::string manifest = write_manifest(dir, 6);
-  const std::string exp = dir.file("long.toml"), db = dir.file("runs.db"), err = dir.file("launcher.err");
-  write_file(exp, tiny_experiment(manifest, 2, 100000, dir));
-  const pid_t launcher = start_launcher(exp, db, err);
-  REQUIRE(launcher > 0);
-  REQUIRE(wait_until_training(db));
-  ::kill(launcher, SIGINT);
-  int status = 0;
-  ::waitpid(launcher, &status, 0);
-  INFO(read_file(err));
+  LongRun run;
+  REQUIRE(run.training);
+  ::kill(run.launcher, SIGINT);
+  const int status = run.wait();
+  INFO(read_file(run.err));
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
-  RunStore store(db);
-  const auto run = store.runs().at(0);
-  CHECK(run.status == "interrupted");
-  const auto checkpoints = store.checkpoints(run.id);
+  RunStore store(run.db);
+  const auto recorded = store.runs().at(0);
+  CHECK(recorded.status == "interrupted");
+  const auto checkpoints = store.checkpoints(recorded.id);
   REQUIRE(checkpoints.size() == 1);
   CHECK(checkpoints[0].kind == "interrupted");
   CHECK(checkpoints[0].step > 0);
 }
-
 TEST_CASE("data parallel: in the torchrun environment, a rank that fails before joining stops rank 0 at once",
           "[distributed][e2e][errors]") {
   TempDir dir("wbtest_ddp_");
   const std::string manifest = write_manifest(dir, 6);
   const std::string exp = dir.file("good.toml"), db = dir.file("runs.db");
   write_file(exp, tiny_experiment(manifest, 2, 100000, dir));
-  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const int port = free_port();
   // Two independently started processes, as torchrun or Slurm would start them; rank 1's file is missing.
   auto start_rank = [&](int rank, const std::string& experiment) {
     const pid_t child = ::fork();
