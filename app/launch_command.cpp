@@ -114,7 +114,7 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& rank_argv) {
     if (!group) group = pid;
     rank_of[pid] = r;
   }
-  std::fprintf(stderr, "workbench: %d ranks on 127.0.0.1:%d (gloo over lo), pids %d..%d\n", nproc,
+  std::fprintf(stderr, "workbench: %d ranks on 127.0.0.1:%d, pids %d..%d\n", nproc,
                where.master_port(), static_cast<int>(group), static_cast<int>(group) + nproc - 1);
 
   using clock = std::chrono::steady_clock;

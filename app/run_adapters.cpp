@@ -1,5 +1,11 @@
 #include "run_adapters.h"
 
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include "workbench/runtime.h"
 #include "workbench/sha256.h"
 
@@ -59,10 +65,31 @@ std::vector<results::Param> to_params(const std::vector<std::pair<std::string, O
   return out;
 }
 
+std::string process_start_time(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return "";
+  // Field 2, the command, is in parentheses and may hold spaces: count from after its closing one.
+  const auto close = line.rfind(')');
+  if (close == std::string::npos) return "";
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  for (int n = 3; n <= 22 && rest >> field; ++n)
+    if (n == 22) return field;
+  return "";
+}
+
+bool run_process_gone(const results::RunListing& run) {
+  if (run.status != "running" || !run.pid || run.process_start.empty() || run.host != host_name()) return false;
+  return process_start_time(static_cast<long>(*run.pid)) != run.process_start;
+}
+
 results::RunInfo base_run_info(const std::string& experiment_path) {
   results::RunInfo info;
   info.experiment_path = experiment_path;
   info.host = host_name();
+  info.pid = static_cast<std::int64_t>(::getpid());
+  info.process_start = process_start_time(::getpid());
   info.git_revision = workbench_git_revision();
   info.torch_version = torch_header_version();
   return info;

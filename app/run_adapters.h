@@ -41,7 +41,16 @@ class StoreRecorder final : public RunRecorder {
 results::Param to_param(const std::string& key, const OptionValue& value);
 std::vector<results::Param> to_params(const std::vector<std::pair<std::string, OptionValue>>& values);
 
-/// What is known of a run before its config: the path, host, the build's git revision, LibTorch.
+/// The start time of process `pid` (/proc/<pid>/stat field 22, clock ticks after boot); "" when there is
+/// no such process.
+std::string process_start_time(long pid);
+/// Whether a run marked running was started by a process on this host that no longer exists (its pid is
+/// gone, or belongs to a process started at another time): it crashed. False when that cannot be told
+/// (another host, a run recorded before the store kept pids).
+bool run_process_gone(const results::RunListing& run);
+
+/// What is known of a run before its config: the path, host, the build's git revision, LibTorch, and
+/// this process (pid and start time).
 results::RunInfo base_run_info(const std::string& experiment_path);
 /// Adds the resolved config's name, TOML, hash and seed.
 void describe_config(results::RunInfo& info, const ExperimentConfig& config);

@@ -1,11 +1,12 @@
-// `workbench runs`: the latest runs of a store at a glance. A run still marked running is only that: it
-// may be alive or its process may have died (the reliability issue adds a heartbeat).
+// `workbench runs`: the latest runs of a store at a glance. A run marked running whose process on this
+// host is gone (killed, crashed) is shown as crashed; the store keeps what was recorded.
 #include <cmath>
 #include <cstdio>
 
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "run_adapters.h"
 #include "workbench/run_store.h"
 
 namespace workbench::app {
@@ -30,7 +31,7 @@ int runs_command(const std::string& db, std::size_t limit) {
     if (!r.headline_key.empty())
       headline = r.headline_key + " " + (r.headline_value ? fmt::format("{:.4f}", *r.headline_value) : "-");
     fmt::print("{:>5}  {:<24} {:<8} {:<11} {:<20} {:>8} {:>6}  {}\n", r.id, r.experiment_name.substr(0, 24), r.kind,
-               r.status, r.started_at.substr(0, 19), duration(r.duration_s),
+               run_process_gone(r) ? "crashed" : r.status, r.started_at.substr(0, 19), duration(r.duration_s),
                r.parent_run_id ? std::to_string(*r.parent_run_id) : "-", headline);
   }
   if (runs.empty()) fmt::print("(no runs in {})\n", db);

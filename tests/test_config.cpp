@@ -222,6 +222,14 @@ TEST_CASE("an unknown key names its place, the key and the allowed keys", "[conf
   CHECK_THAT(msg, Contains("unknown key 'd_modle'") && Contains("[model.speech_encoder]"));
   CHECK_THAT(msg, Contains("conformer"));
   CHECK_THAT(msg, Contains("Allowed keys:") && Contains("d_model") && Contains("kernel_size") && Contains("plugin"));
+  // A misspelling gets a suggestion, and the column is the key's (1), not its value's.
+  CHECK_THAT(msg, Contains("Did you mean 'd_model'?"));
+  CHECK_THAT(msg, Contains(":18:1:"));
+  msg = config_error(insert_line(18, "  kernal_size = 7"));
+  CHECK_THAT(msg, Contains(":18:3:") && Contains("Did you mean 'kernel_size'?"));
+  // Nothing close: no suggestion.
+  msg = config_error(insert_line(18, "xyzzy_plugh = 1"));
+  CHECK_THAT(msg, !Contains("Did you mean"));
 
   // In a core section too.
   msg = config_error(insert_line(30, "learning_rate = 0.1"));
@@ -242,6 +250,9 @@ TEST_CASE("unknown sections are refused", "[config][errors]") {
   INFO(msg);
   CHECK_THAT(msg, Contains("unknown section 'optimizer'") && Contains("Allowed sections") && Contains("trainer"));
   CHECK_THAT(msg, StartsWith("exp.toml"));
+  CHECK_THAT(msg, !Contains("Did you mean"));
+  msg = config_error(insert_line(30, "[trainr]"));
+  CHECK_THAT(msg, Contains("unknown section 'trainr'. Did you mean 'trainer'?"));
 
   msg = config_error(insert_line(19, "[model.text_encoder]\nplugin = \"conformer\"\n"));
   INFO(msg);

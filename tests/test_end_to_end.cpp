@@ -532,3 +532,141 @@ TEST_CASE("e2e: an unavailable device fails the run and records it", "[e2e][erro
   CHECK(runs[0].status == "failed");
   CHECK_THAT(runs[0].error_message, Contains("CUDA"));
 }
+
+TEST_CASE("e2e: on_bad_audio = \"skip\" leaves out the files that cannot be decoded, logs and counts them",
+          "[e2e][errors][manifest]") {
+  TempDir dir("wbtest_e2e_");
+  const std::string manifest = write_manifest(dir, 4);
+  // A truncated RIFF header and a file of no bytes at all, listed among good ones.
+  write_file(dir.file("audio/torn.wav"), std::string("RIFF\x24\x00\x00\x00WAVEfmt ", 16));
+  write_file(dir.file("audio/empty.wav"), "");
+  write_file(manifest, read_file(manifest) + "torn\taudio/torn.wav\tab\tzz\nempty\taudio/empty.wav\tba\tzz\n");
+  const std::string exp = dir.file("bad_audio.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nshuffle = false\non_bad_audio = \"skip\"\n" + kTinyModel + trainer_section(dir, 1));
+  // By default the first bad file fails the run, naming it and the manifest.
+  CommandResult strict = run_workbench(dir, {"run", exp, "--db", db});
+  CHECK(strict.exit_code == 1);
+  RunStore store(db);
+  REQUIRE(store.runs().size() == 1);
+  CHECK(store.runs()[0].status == "failed");
+  CHECK_THAT(store.runs()[0].error_message, Contains("audio/") && Contains("(listed in " + manifest + ")"));
+
+  CommandResult lenient = run_workbench(dir, {"run", exp, "--db", db, "--set", "data.train.on_bad_audio=\"skip\""});
+  INFO(lenient.err);
+  REQUIRE(lenient.exit_code == 0);
+  CHECK_THAT(lenient.err, Contains("[data.train] skipped " + dir.file("audio/torn.wav")) &&
+                              Contains("[data.train] skipped " + dir.file("audio/empty.wav")));
+  const std::string id = std::to_string(store.runs()[1].id);
+  CHECK(store.runs()[1].status == "finished");
+  for (const std::string data : {"train", "dev"}) {
+    CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'derived.data." + data +
+                            ".skipped_audio'") == std::optional<std::string>("2.0"));
+    CHECK(scalar(store, "SELECT value_num FROM params WHERE run_id = " + id + " AND key = 'derived.data." + data +
+                            ".utterances'") == std::optional<std::string>("4.0"));
+  }
+}
+
+TEST_CASE("e2e: kill -9 mid-run: the store is intact, the run shows as crashed, its last checkpoint loads",
+          "[e2e][crash]") {
+  TempDir dir("wbtest_e2e_");
+  const std::string manifest = write_manifest(dir, 6);
+  const std::string exp = dir.file("long.toml");
+  const std::string db = dir.file("runs.db");
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 100000) +
+                      "checkpoint_every = 3\neval_at_start = false\n");
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::freopen(dir.file("killed.err").c_str(), "w", stderr);
+    ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(),
+            static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  // Until two periodic checkpoints are recorded: it is training, writing metrics and checkpoints.
+  bool ready = false;
+  for (int i = 0; i < 600 && !ready; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!fs::exists(db)) continue;
+    try {
+      RunStore peek(db);
+      auto runs = peek.runs();
+      ready = !runs.empty() && peek.checkpoints(runs[0].id).size() >= 2;
+    } catch (const std::exception&) {
+    }
+  }
+  REQUIRE(ready);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+
+  RunStore store(db);
+  CHECK(scalar(store, "PRAGMA integrity_check") == std::optional<std::string>("ok"));
+  const auto run = store.runs().at(0);
+  CHECK(run.status == "running");  // what was recorded; nobody was left to end it
+  CommandResult listing = run_workbench(dir, {"runs", "--db", db});
+  REQUIRE(listing.exit_code == 0);
+  CHECK_THAT(listing.out, Contains("crashed"));
+  // The newest checkpoint the store recorded is complete: its hash matches and it loads.
+  auto checkpoints = store.checkpoints(run.id);
+  REQUIRE_FALSE(checkpoints.empty());
+  const auto& last = *std::max_element(checkpoints.begin(), checkpoints.end(),
+                                       [](const auto& a, const auto& b) { return a.step < b.step; });
+  CHECK(last.sha256 == workbench::sha256_file(last.path));
+  torch::serialize::InputArchive archive;
+  archive.load_from(last.path);
+  torch::Tensor step;
+  archive.read("step", step);
+  CHECK(step.item<std::int64_t>() == last.step);
+}
+
+TEST_CASE("e2e: 4 concurrent runs on one database lose no rows and never meet \"database is locked\"",
+          "[e2e][concurrency]") {
+  TempDir dir("wbtest_e2e_");
+  const std::string manifest = write_manifest(dir, 4);
+  const std::string exp = dir.file("small.toml");
+  const std::string db = dir.file("shared.db");
+  const int steps = 30;
+  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, steps) +
+                      "checkpoint_every = 10\n");
+  std::vector<pid_t> children;
+  for (int i = 0; i < 4; ++i) {
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      std::freopen(dir.file("run" + std::to_string(i) + ".err").c_str(), "w", stderr);
+      const std::string tag = "worker=" + std::to_string(i);
+      ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(), "--tag",
+              tag.c_str(), "--set", "trainer.threads=1", static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    children.push_back(child);
+  }
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    int status = 0;
+    ::waitpid(children[i], &status, 0);
+    const std::string err = read_file(dir.file("run" + std::to_string(i) + ".err"));
+    INFO(err);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK_THAT(err, !Contains("locked"));
+  }
+  RunStore store(db);
+  CHECK(scalar(store, "PRAGMA integrity_check") == std::optional<std::string>("ok"));
+  const auto runs = store.runs();
+  REQUIRE(runs.size() == 4);
+  for (const auto& r : runs) {
+    INFO("run " << r.id);
+    CHECK(r.status == "finished");
+    CHECK(store.metrics(r.id, "train/loss").size() == static_cast<std::size_t>(steps));  // log_every = 1
+    CHECK(store.metrics(r.id, "dev/cer").size() == 2);
+    CHECK(store.checkpoints(r.id).size() == 3);  // periodic at 10 and 20 (both kept), final
+  }
+  CHECK(scalar(store, "SELECT count(DISTINCT value) FROM tags WHERE key = 'worker'") ==
+        std::optional<std::string>("4"));
+}

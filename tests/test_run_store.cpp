@@ -236,7 +236,7 @@ TEST_CASE("opening a new path creates the schema", "[run_store]") {
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('runs_parent')") == "parent_run_id");
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('tags_key_value')") == "key,value");
   CHECK(db.integer("PRAGMA user_version") == kSchemaVersion);
-  CHECK(kSchemaVersion == 3);
+  CHECK(kSchemaVersion == 4);
   CHECK(db.text("PRAGMA journal_mode") == "wal");
   // Foreign keys with cascade from every child table; a child run only loses its parent.
   for (const char* t : {"params", "metrics", "plugins", "tags", "checkpoints"}) {

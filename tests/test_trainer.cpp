@@ -10,7 +10,9 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <limits>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -371,4 +373,97 @@ TEST_CASE("errors: an exception inside a loss names the objective, its plugin an
   const std::string msg = error_message<Error>([&] { trainer.train(); });
   CHECK_THAT(msg, Contains("objective 'lid'") && Contains("my_lid") && Contains("step 0"));
   CHECK_THAT(msg, !Contains("Exception raised from"));  // no C++ backtrace
+}
+
+namespace {
+
+/// A loss with one parameter whose value is NaN (or +inf) at the steps in `bad`.
+class PoisonedLoss final : public Loss {
+ public:
+  PoisonedLoss(std::set<std::int64_t> bad, double poison) : bad_(std::move(bad)), poison_(poison) {
+    w = module_.register_parameter("w", torch::zeros({2}));
+  }
+  std::vector<BatchKind> accepts() const override { return {BatchKind::Speech}; }
+  torch::nn::Module* module() override { return &module_; }
+  LossOutput compute(const Batch&, ModelParts&, const StepInfo& step) override {
+    w_at_call.push_back(w.detach().clone());
+    auto loss = (w - 1.0).pow(2).sum();
+    if (bad_.count(step.step)) loss = loss * poison_;
+    return {loss, {{"loss", loss.detach()}}};
+  }
+  torch::nn::Module module_;
+  torch::Tensor w;
+  std::vector<torch::Tensor> w_at_call;
+
+ private:
+  std::set<std::int64_t> bad_;
+  double poison_;
+};
+
+struct Poisoned {
+  std::shared_ptr<PoisonedLoss> loss;
+  std::shared_ptr<CountingLoss> healthy = std::make_shared<CountingLoss>(BatchKind::Speech, 1.0);
+  RecordingSink sink;
+  std::unique_ptr<Trainer> make(const TrainerOptions& options) {
+    return std::make_unique<Trainer>(
+        options, ModelParts{},
+        std::vector<Objective>{{"poisoned", loss, 1.0, "speech", "poisoned_plugin"}, {"fine", healthy, 1.0, "speech", "counting"}},
+        std::vector<EvaluatorSlot>{},
+        std::map<std::string, std::shared_ptr<TrainBatcher>>{{"speech", std::make_shared<FixedBatcher>(BatchKind::Speech)}},
+        std::map<std::string, std::vector<Batch>>{}, torch::kCPU, sink);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("non-finite steps: skipped without an update and recorded with their objective, or the run aborts",
+          "[trainer][nonfinite]") {
+  SECTION("skip: the step leaves every parameter as it was, the run goes on") {
+    Poisoned p{std::make_shared<PoisonedLoss>(std::set<std::int64_t>{2}, std::nan(""))};
+    auto trainer = p.make(trainer_options(5));
+    trainer->train();
+    REQUIRE(p.loss->w_at_call.size() == 5);
+    CHECK(identical(p.loss->w_at_call[3], p.loss->w_at_call[2]));      // step 2 did not update
+    CHECK_FALSE(identical(p.loss->w_at_call[2], p.loss->w_at_call[1]));  // its neighbours did
+    CHECK_FALSE(identical(p.loss->w_at_call[4], p.loss->w_at_call[3]));
+    CHECK(identical(p.healthy->w_at_call[3], p.healthy->w_at_call[2]));  // nor did the healthy objective
+    REQUIRE(p.sink.values.count("train/nonfinite/poisoned") == 1);
+    CHECK(p.sink.values["train/nonfinite/poisoned"] == std::map<std::int64_t, double>{{3, 1.0}});
+    CHECK(p.sink.values.count("train/nonfinite/fine") == 0);
+    CHECK(p.sink.values["train/skipped_steps"].rbegin()->second == 1.0);
+  }
+  SECTION("abort: the run fails at that step, naming the objective and its plugin") {
+    Poisoned p{std::make_shared<PoisonedLoss>(std::set<std::int64_t>{2}, std::numeric_limits<double>::infinity())};
+    auto trainer = p.make(trainer_options(5).nonfinite("abort"));
+    const std::string message = error_message<Error>([&] { trainer->train(); });
+    CHECK_THAT(message, Contains("step 2") && Contains("objective 'poisoned' (loss plugin poisoned_plugin)") &&
+                            Contains("inf") && Contains("trainer.nonfinite"));
+    CHECK(p.sink.values["train/nonfinite/poisoned"] == std::map<std::int64_t, double>{{3, 1.0}});
+    CHECK(trainer->steps_done() == 2);
+  }
+  SECTION("skip, with a limit: too many in a row fail the run; isolated ones do not add up") {
+    Poisoned p{std::make_shared<PoisonedLoss>(std::set<std::int64_t>{1, 3, 4, 5, 6, 7}, std::nan(""))};
+    auto trainer = p.make(trainer_options(20).max_nonfinite_skips(3));
+    const std::string message = error_message<Error>([&] { trainer->train(); });
+    CHECK_THAT(message, Contains("3 non-finite steps in a row") && Contains("step 5") &&
+                            Contains("trainer.max_nonfinite_skips = 3"));
+    CHECK(p.sink.values["train/nonfinite/poisoned"].size() == 4);  // steps 1, 3, 4, 5
+  }
+}
+
+TEST_CASE("an evaluator's exception names the evaluator, its plugin, its data and the step", "[trainer][errors]") {
+  class Failing final : public Evaluator {
+   public:
+    Metrics evaluate(const EvalContext&) override {
+      if (++calls == 2) throw DataError("dev.tsv: row 3 has no audio");
+      return {{"cer", 1.0}};
+    }
+    int calls = 0;
+  };
+  Pair p;
+  auto trainer = p.make(trainer_options(4), {}, {{"asr", std::make_shared<Failing>(), "dev", 2, "scripted"}},
+                        {{"dev", std::vector<Batch>{}}});
+  const std::string message = error_message<DataError>([&] { trainer->train(); });
+  CHECK_THAT(message, Contains("evaluator 'asr' (plugin scripted) on [data.dev] at step 2") &&
+                          Contains("dev.tsv: row 3 has no audio"));
 }

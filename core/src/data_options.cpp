@@ -16,7 +16,10 @@ const OptionSchema& DataOptions::schema() {
                       "speech), text drops the audio (unpaired text)")
           .add_float("language_temperature", 0.0,
                      "> 0: sample languages with probability proportional to share^(1/T) (mSLAM text: 3); "
-                     "0: walk the data in length-bucketed epochs", 0);
+                     "0: walk the data in length-bucketed epochs", 0)
+          .add_choice("on_bad_audio", "error", {"error", "skip"},
+                      "a file that cannot be decoded: error = the run fails naming it; skip = it is left out, "
+                      "logged and counted (derived.data.<name>.skipped_audio)");
   return schema;
 }
 
@@ -28,7 +31,8 @@ DataOptions DataOptions::from(const Options& t) {
       .shuffle(t.get_bool("shuffle"))
       .sortagrad(t.get_bool("sortagrad"))
       .use(t.get_string("use"))
-      .language_temperature(t.get_float("language_temperature"));
+      .language_temperature(t.get_float("language_temperature"))
+      .on_bad_audio(t.get_string("on_bad_audio"));
   o.source = t;
   return o;
 }

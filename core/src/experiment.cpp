@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "workbench/data_options.h"
+#include "workbench/edit_distance.h"
 #include "workbench/error.h"
 #include "workbench/frontend_options.h"
 #include "workbench/slot_options.h"
@@ -52,6 +53,25 @@ const OptionSchema& stage_schema() {
                                          .add_strings("objectives", {}, "the [objectives.<name>] it trains");
   return schema;
 }
+// The name of `names` closest to a misspelled `given`, when it is close enough to be what was meant: at
+// most a third of its characters (and 3) edited. "" when none is.
+std::string closest_name(const std::string& given, const std::vector<std::string>& names) {
+  auto chars = [](const std::string& x) { return std::vector<char32_t>(x.begin(), x.end()); };
+  const std::int64_t limit = std::min<std::int64_t>(3, std::max<std::int64_t>(1, static_cast<std::int64_t>(given.size()) / 3));
+  std::string best;
+  std::int64_t best_distance = limit + 1;
+  for (const auto& n : names) {
+    const std::int64_t d = edit_distance(chars(n), chars(given));
+    if (d < best_distance) best = n, best_distance = d;
+  }
+  return best;
+}
+
+std::string did_you_mean(const std::string& given, const std::vector<std::string>& names) {
+  const std::string c = closest_name(given, names);
+  return c.empty() ? std::string() : fmt::format(" Did you mean '{}'?", c);
+}
+
 std::string where(const std::string& file, const toml::source_region& src) {
   if (!src.begin) return file;
   // Values merged in from a preset carry the preset's path.
@@ -126,6 +146,11 @@ struct ExperimentFile::Impl {
   std::string origin_of(const std::string& dotted, const toml::node& node) const {
     if (overridden.count(dotted)) return "--set " + dotted;
     return where(path, node.source());
+  }
+  // Where a key itself is written (its column, not its value's), for errors about the key.
+  std::string key_origin(const std::string& dotted, const toml::key& key, const toml::node& node) const {
+    if (overridden.count(dotted) || !key.source().begin) return origin_of(dotted, node);
+    return where(path, key.source());
   }
 
   // Converts and checks one value against its spec.
@@ -221,10 +246,14 @@ struct ExperimentFile::Impl {
         for (const auto* s : schemas) found = found || s->find(k);
         if (!found) {
           std::string allowed;
-          for (const auto* s : schemas) allowed += (allowed.empty() ? "" : ", ") + s->names();
-          throw ConfigError(fmt::format("{}: unknown key '{}' in [{}]{}. Allowed keys: {}",
-                                        origin_of(section + "." + k, node), k, section, who,
-                                        allowed.empty() ? "(none)" : allowed));
+          std::vector<std::string> names;
+          for (const auto* s : schemas) {
+            allowed += (allowed.empty() ? "" : ", ") + s->names();
+            for (const auto& spec : s->specs()) names.push_back(spec.name);
+          }
+          throw ConfigError(fmt::format("{}: unknown key '{}' in [{}]{}.{} Allowed keys: {}",
+                                        key_origin(section + "." + k, key, node), k, section, who,
+                                        did_you_mean(k, names), allowed.empty() ? "(none)" : allowed));
         }
       }
     }
@@ -410,9 +439,10 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   for (const auto& [key, node] : im.root) {
     std::string k(key.str());
     if (!top.count(k))
-      throw ConfigError(fmt::format("{}: unknown section '{}'. Allowed sections: experiment, plugins, frontend, "
+      throw ConfigError(fmt::format("{}: unknown section '{}'.{} Allowed sections: experiment, plugins, frontend, "
                                     "trainer, init, data, model, objectives, evaluators, stages",
-                                    im.origin_of(k, node), k));
+                                    im.key_origin(k, key, node), k,
+                                    did_you_mean(k, std::vector<std::string>(top.begin(), top.end()))));
   }
 
   Options experiment("experiment");

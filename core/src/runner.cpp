@@ -193,6 +193,9 @@ void Runner::prepare_data() {
     const std::string& use = data_options.use();
     BuildContext ctx = im.base;
     ctx.load_audio = use != "text";
+    ctx.on_bad_audio = data_options.on_bad_audio();
+    std::vector<std::pair<std::string, std::string>> skipped;
+    ctx.skipped_audio = &skipped;
     auto dataset = create_as<Dataset>(im.factory, PluginKind::Dataset, d, ctx);
     BatchKind kind = dataset->kind();
     if (use != "auto") {
@@ -205,6 +208,11 @@ void Runner::prepare_data() {
     }
     kinds[d.name] = kind;
     raw[d.name] = dataset->load(ctx);
+    if (data_options.on_bad_audio() == "skip") {
+      for (const auto& [path, why] : skipped)
+        std::fprintf(stderr, "  [data.%s] skipped %s: %s\n", d.name.c_str(), path.c_str(), why.c_str());
+      im.add("derived.data." + d.name + ".skipped_audio", static_cast<std::int64_t>(skipped.size()));
+    }
     for (auto& u : raw[d.name]) {
       if (kind == BatchKind::Speech) u.text.clear();
       if (kind == BatchKind::Text) std::vector<float>().swap(u.samples);
@@ -356,7 +364,7 @@ void Runner::create_components() {
   for (const auto& e : cfg.evaluators) {
     const EvaluatorOptions slot = EvaluatorOptions::from(e.core);
     im.evaluators.push_back(
-        {e.name, create_as<Evaluator>(im.factory, PluginKind::Evaluator, e, loss_ctx), slot.data(), slot.every()});
+        {e.name, create_as<Evaluator>(im.factory, PluginKind::Evaluator, e, loss_ctx), slot.data(), slot.every(), e.plugin});
   }
   im.components_ready = true;
   im.connected = false;

@@ -102,7 +102,7 @@ struct Trainer::Impl {
   // Training metrics summed over the log window, as tensors so that a GPU is not synchronised each step.
   std::map<std::string, torch::Tensor> sums;
   std::map<std::string, std::int64_t> counts;
-  std::int64_t window_steps = 0, skipped = 0;
+  std::int64_t window_steps = 0, skipped = 0, skipped_in_a_row = 0;
   double grad_norm_sum = 0;
   clock_type::time_point rate_start = clock_type::now();
   std::int64_t rate_steps = 0;
@@ -331,7 +331,24 @@ Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) 
       if (it == im.eval.end()) continue;
       std::vector<EvalExample> mine;
       EvalContext ctx{it->second, im.model, im.device, &mine};
-      for (auto& [k, v] : slot.evaluator->evaluate(ctx)) all.emplace_back(slot.data + "/" + k, v);
+      Metrics got;
+      // Like a loss's, an evaluator's exception says which evaluator, on what data, at which step.
+      const std::string who = fmt::format("evaluator '{}' (plugin {}) on [data.{}] at step {}", slot.name,
+                                          slot.plugin.empty() ? "?" : slot.plugin, slot.data, im.step);
+      try {
+        got = slot.evaluator->evaluate(ctx);
+      } catch (const Interrupted&) {
+        throw;
+      } catch (const c10::Error& e) {
+        throw Error(fmt::format("{} failed: {}", who, e.what_without_backtrace()));
+      } catch (const ConfigError& e) {
+        throw ConfigError(fmt::format("{}: {}", who, e.what()));
+      } catch (const DataError& e) {
+        throw DataError(fmt::format("{}: {}", who, e.what()));
+      } catch (const std::exception& e) {
+        throw Error(fmt::format("{} failed: {}", who, e.what()));
+      }
+      for (auto& [k, v] : got) all.emplace_back(slot.data + "/" + k, v);
       for (auto& e : mine) {
         e.task = slot.data + "/" + e.task;
         examples.push_back(std::move(e));
@@ -385,6 +402,7 @@ StepResult Trainer::step() {
   im.stage = stage;
   StepInfo info{s, total};
   torch::Tensor loss_sum, logged_sum;  // logged: without the shards' scale
+  std::vector<std::pair<const Objective*, torch::Tensor>> losses;  // looked at only when a step is not finite
   for (Objective* obj : im.stage_objectives[stage]) {
     LossOutput out;
     double share = 1.0;
@@ -406,6 +424,7 @@ StepResult Trainer::step() {
     } catch (const std::exception& e) {
       throw Error(fmt::format("objective '{}' (loss plugin {}) failed at step {}: {}", obj->name, obj->plugin, s, e.what()));
     }
+    losses.emplace_back(obj, out.loss.detach());
     auto weighted = out.loss * obj->weight;
     logged_sum = logged_sum.defined() ? logged_sum + weighted : weighted;
     if (share != 1.0) weighted = out.loss * (obj->weight * share);
@@ -434,9 +453,34 @@ StepResult Trainer::step() {
     double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
     if (std::isfinite(norm)) {
       im.optimizer->step();
+      im.skipped_in_a_row = 0;
     } else {
-      ++im.skipped;  // a non-finite gradient would poison Adam's moments; skip the update
+      // A non-finite gradient would poison Adam's moments: no update, and the objective that caused it is
+      // named (the losses are read back only now, so a finite step costs no host round trip).
+      ++im.skipped;
+      ++im.skipped_in_a_row;
       result.skipped = true;
+      std::vector<std::string> culprits;
+      Metrics event;
+      for (const auto& [obj, l] : losses) {
+        const double v = l.item<double>();
+        if (std::isfinite(v)) continue;
+        culprits.push_back(fmt::format("objective '{}' (loss plugin {}) gave a loss of {}", obj->name, obj->plugin, v));
+        event.emplace_back("train/nonfinite/" + obj->name, 1.0);
+      }
+      if (culprits.empty()) {
+        culprits.push_back("the gradient is not finite, though every loss is");
+        event.emplace_back("train/nonfinite/gradient", 1.0);
+      }
+      im.sink.record(s + 1, event);
+      const std::string what = fmt::format("step {}: {}", s, fmt::join(culprits, "; "));
+      if (im.options.nonfinite() == "abort")
+        throw Error(what + " (trainer.nonfinite = \"abort\")");
+      const std::int64_t limit = im.options.max_nonfinite_skips();
+      if (limit > 0 && im.skipped_in_a_row >= limit)
+        throw Error(fmt::format("{} non-finite steps in a row, the last {} (trainer.max_nonfinite_skips = {})",
+                                im.skipped_in_a_row, what, limit));
+      std::fprintf(stderr, "  WARNING: %s; the step is skipped\n", what.c_str());
     }
     im.grad_norm_sum += std::isfinite(norm) ? norm : 0.0;
   }

@@ -28,6 +28,11 @@ const OptionSchema& TrainerOptions::schema() {
           .add_float("adam_eps", 1e-9, "AdamW epsilon", 0)
           .add_float("weight_decay", 0.0, "decoupled weight decay (AdamW); 0 = plain Adam", 0)
           .add_float("clip_norm", 5.0, "gradient clipping: max global L2 norm (0 = off)", 0)
+          .add_choice("nonfinite", "skip", {"skip", "abort"},
+                      "a step with a non-finite loss or gradient: skip its update, or fail the run naming the "
+                      "objective; either way recorded as train/nonfinite/<objective>")
+          .add_int("max_nonfinite_skips", 20, "nonfinite = skip: this many such steps in a row fail the run (0 = no "
+                                              "limit)", 0)
           .add_strings("freeze", {},
                        "components kept out of the optimizer: speech_encoder, text_embedding, shared_encoder, "
                        "modality_embedding, objectives.<name>")
@@ -73,6 +78,8 @@ TrainerOptions TrainerOptions::from(const Options& t) {
       .adam_eps(t.get_float("adam_eps"))
       .weight_decay(t.get_float("weight_decay"))
       .clip_norm(t.get_float("clip_norm"))
+      .nonfinite(t.get_string("nonfinite"))
+      .max_nonfinite_skips(t.get_int("max_nonfinite_skips"))
       .freeze(t.get_strings("freeze"))
       .freeze_for_steps(t.get_int("freeze_for_steps"))
       .lr_multipliers(t.get_float_table("lr_multipliers"))

@@ -369,8 +369,8 @@ std::int64_t RunStore::begin_run(const RunInfo& info) {
   {
     sqlite3_stmt* stmt = s.cached(
         "INSERT INTO runs (experiment_name, experiment_path, config_toml, config_hash, status, started_at, host, "
-        "git_revision, seed, torch_version, device, kind, parent_run_id) "
-        "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+        "git_revision, seed, torch_version, device, kind, parent_run_id, pid, process_start) "
+        "VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
     StmtUse use(stmt);
     s.bind(stmt, 1, info.experiment_name);
     s.bind(stmt, 2, info.experiment_path);
@@ -384,6 +384,11 @@ std::int64_t RunStore::begin_run(const RunInfo& info) {
     s.bind(stmt, 10, info.device);
     s.bind(stmt, 11, info.kind);
     s.bind(stmt, 12, info.parent_run);
+    s.bind(stmt, 13, info.pid);
+    if (info.process_start.empty())
+      s.bind_null(stmt, 14);
+    else
+      s.bind(stmt, 14, info.process_start);
     s.run(stmt, what);
     id = sqlite3_last_insert_rowid(s.db.get());
   }
@@ -643,7 +648,7 @@ std::vector<RunListing> RunStore::recent_runs(std::size_t limit) const {
   sqlite3_stmt* stmt = s.cached(
       "SELECT r.id, r.experiment_name, r.kind, r.status, r.started_at, "
       "(julianday(r.ended_at) - julianday(r.started_at)) * 86400.0, h.value_text, m.step IS NOT NULL, m.value, "
-      "r.parent_run_id "
+      "r.parent_run_id, r.host, r.pid, r.process_start "
       "FROM runs AS r "
       "LEFT JOIN params AS h ON h.run_id = r.id AND h.key = 'derived.headline_metric' "
       "LEFT JOIN metrics AS m ON m.run_id = r.id AND m.key = h.value_text "
@@ -665,6 +670,9 @@ std::vector<RunListing> RunStore::recent_runs(std::size_t limit) const {
     if (sqlite3_column_int(stmt, 7) != 0)
       row.headline_value = column_optional_double(stmt, 8).value_or(std::numeric_limits<double>::quiet_NaN());
     row.parent_run_id = column_optional_int64(stmt, 9);
+    row.host = column_text(stmt, 10);
+    row.pid = column_optional_int64(stmt, 11);
+    row.process_start = column_text(stmt, 12);
     out.push_back(std::move(row));
   }
   return out;

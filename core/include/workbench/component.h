@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <c10/core/Device.h>
@@ -42,6 +43,12 @@ struct BuildContext {
   bool load_audio = true;
   /// Datasets: the sample rate (Hz) that audio must be delivered at.
   std::int64_t sample_rate = 16000;
+  /// Datasets: what a file that cannot be decoded does ([data.<name>] on_bad_audio): "error" (the run fails
+  /// naming it) or "skip" (its utterance is left out and reported to skipped_audio).
+  std::string on_bad_audio = "error";
+  /// Datasets, with on_bad_audio = "skip": each left-out file as (path, reason); the runner logs them and
+  /// records their count. May be null (then nothing is reported).
+  std::vector<std::pair<std::string, std::string>>* skipped_audio = nullptr;
   /// Where parameters will live; components may create tensors there directly.
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   std::uint64_t seed = 0;

@@ -24,5 +24,9 @@ class Dataset : public Component {
 /// `context` appended (e.g. "(listed in train.tsv)").
 void load_utterance_audio(std::vector<Utterance>& utterances, std::int64_t sample_rate,
                           const std::string& context = "");
+/// The same at `ctx.sample_rate`, following `ctx.on_bad_audio`: with "skip", the utterances whose file
+/// cannot be read or decoded are removed (the others keep their order) and each is reported to
+/// `ctx.skipped_audio` as (path, reason); with "error", the first failure throws DataError as above.
+void load_utterance_audio(std::vector<Utterance>& utterances, const BuildContext& ctx, const std::string& context = "");
 
 }  // namespace workbench

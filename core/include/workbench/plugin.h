@@ -36,7 +36,9 @@ namespace workbench {
 ///   3: the Transcriber (RNN-T) and UtteranceClassifier (language ID, intent) capabilities.
 ///   4: translation: Utterance::target, Batch::targets, BuildContext::training_targets, the Translator
 ///      capability, and EvalContext::examples (decoded examples kept in the run store).
-constexpr std::uint32_t kPluginApiVersion = 4;
+///   5: BuildContext::on_bad_audio and skipped_audio, and load_utterance_audio(utterances, ctx): a dataset
+///      can leave out the files it cannot decode ([data.<name>] on_bad_audio = "skip").
+constexpr std::uint32_t kPluginApiVersion = 5;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 

@@ -28,6 +28,9 @@ struct DataOptions {
   TORCH_ARG(std::string, use) = "auto";
   /// > 0: sample languages with probability proportional to share^(1/T).
   TORCH_ARG(double, language_temperature) = 0;
+  /// A file that cannot be decoded: "error" (the run fails, naming it) or "skip" (left out, logged, counted
+  /// in derived.data.<name>.skipped_audio).
+  TORCH_ARG(std::string, on_bad_audio) = "error";
 
  public:
   /// The batcher's options; `frames_per_second` is 1000 / the frontend's hop (ms).

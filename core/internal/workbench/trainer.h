@@ -44,6 +44,7 @@ struct EvaluatorSlot {
   std::shared_ptr<Evaluator> evaluator;
   std::string data;
   std::int64_t every = 0;  ///< steps; 0 = at the start and the end only
+  std::string plugin;      ///< the evaluator plugin's name, for messages
 };
 
 /// Receives metrics as they are produced (the run store, in `workbench run`).

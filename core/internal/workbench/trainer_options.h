@@ -40,6 +40,11 @@ struct TrainerOptions {
   TORCH_ARG(double, adam_eps) = 1e-9;
   TORCH_ARG(double, weight_decay) = 0;
   TORCH_ARG(double, clip_norm) = 5;
+  /// A step whose loss or gradient is not finite: "skip" (no update, the run goes on) or "abort" (the
+  /// run fails, naming the objective and the step). Either way it is recorded as train/nonfinite/<what>.
+  TORCH_ARG(std::string, nonfinite) = "skip";
+  /// nonfinite = skip: this many non-finite steps in a row fail the run (0 = no limit).
+  TORCH_ARG(std::int64_t, max_nonfinite_skips) = 20;
   /// Components kept out of the optimizer: "speech_encoder", "text_embedding", "shared_encoder",
   /// "modality_embedding", or "objectives.<name>".
   TORCH_ARG(std::vector<std::string>, freeze) = {};

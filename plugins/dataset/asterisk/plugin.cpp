@@ -52,7 +52,7 @@ class AsteriskDataset final : public Dataset {
       auto part = load_language(lang, translate_to_.empty() ? nullptr : &targets);
       all.insert(all.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
     }
-    if (ctx.load_audio) load_utterance_audio(all, ctx.sample_rate);  // use = "text" needs the transcripts only
+    if (ctx.load_audio) load_utterance_audio(all, ctx);  // use = "text" needs the transcripts only
     return all;
   }
 
@@ -145,7 +145,7 @@ class AsteriskDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.1.0",  // 1.1: translate_to
+  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.2.0",  // 1.1: translate_to; 1.2: on_bad_audio
       "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)",
       OptionSchema()
           .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")

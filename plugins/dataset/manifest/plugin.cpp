@@ -76,7 +76,7 @@ class ManifestDataset final : public Dataset {
       out.push_back(std::move(u));
     }
     if (column.empty()) throw DataError(fmt::format("{}: the manifest is empty (no header line)", path_));
-    load_utterance_audio(out, ctx.sample_rate, fmt::format("(listed in {})", path_));
+    load_utterance_audio(out, ctx, fmt::format("(listed in {})", path_));
     return out;
   }
 
@@ -87,7 +87,7 @@ class ManifestDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.1.0",  // 1.1: the target column
+  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.2.0",  // 1.1: the target column; 1.2: on_bad_audio
       "TSV manifest (columns path, text, lang; optional id and target, the translation; extra allowed) of audio in any format libsndfile reads",
       OptionSchema()
           .add_string("path", "", "the .tsv manifest (relative to the working directory)")

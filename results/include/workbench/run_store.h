@@ -58,7 +58,7 @@ namespace workbench::results {
 
 /// Schema version this build writes (PRAGMA user_version of the database): schema.sql is version 1 and
 /// results/migrations/NNN_*.sql version NNN, up to this one.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 /// The text of results/schema.sql (schema version 1), embedded at build time.
 std::string_view schema_sql();
@@ -98,6 +98,10 @@ struct RunInfo {
   std::optional<std::int64_t> parent_run;
   /// Tags recorded with the run (see RunStore::add_tags); a key given twice keeps the last value.
   std::vector<std::pair<std::string, std::string>> tags;
+  /// The process that runs it, on `host`: its pid and start time (runs.pid, runs.process_start), so that
+  /// a run whose process died can be told from a live one. Empty: not recorded.
+  std::optional<std::int64_t> pid;
+  std::string process_start;
 };
 
 /// One hyper-parameter. `text` is the value as written (always stored); `number` is its numeric value
@@ -169,6 +173,9 @@ struct RunListing {
   std::string headline_key;
   std::optional<double> headline_value;
   std::optional<std::int64_t> parent_run_id;
+  /// Where and by which process it runs (RunInfo::host, pid, process_start).
+  std::string host, process_start;
+  std::optional<std::int64_t> pid;
 };
 
 /// The result of RunStore::query_rows: column names and rows; a NULL cell is an empty optional and
