@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -77,10 +78,53 @@ plugin = "asr"
 data = "dev"
 )";
 
+/// The tiny experiment on `manifest` (train and dev), `steps` steps, with `trainer_extra` lines in [trainer].
+std::string manifest_experiment(const TempDir& dir, const std::string& manifest, int steps,
+                                const std::string& trainer_extra = "");
+
+/// Starts `workbench run <exp> --db <db> <extra...>` in the background, its stderr going to `err`.
+pid_t start_run(const std::string& exp, const std::string& db, const std::string& err,
+                const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args = {"workbench", "run", exp, "--db", db};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::freopen(err.c_str(), "w", stderr);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(WORKBENCH_BINARY_DIR "/bin/workbench", argv.data());
+    std::_Exit(127);
+  }
+  return child;
+}
+
+/// Waits up to 60 s until the first run in `db` satisfies `ready` (the store may not exist yet).
+bool wait_for_run(const std::string& db, const std::function<bool(const RunStore&, std::int64_t run)>& ready) {
+  for (int i = 0; i < 600; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!fs::exists(db)) continue;
+    try {
+      RunStore peek(db);
+      auto runs = peek.runs();
+      if (!runs.empty() && ready(peek, runs[0].id)) return true;
+    } catch (const std::exception&) {
+    }
+  }
+  return false;
+}
+
 std::string trainer_section(const TempDir& dir, int steps) {
   return "\n[trainer]\nsteps = " + std::to_string(steps) +
          "\nlog_every = 1\nwarmup_steps = 2\nthreads = 2\nprogress = \"none\"\ncheckpoint_dir = \"" +
          dir.file("checkpoints") + "\"\n";
+}
+
+std::string manifest_experiment(const TempDir& dir, const std::string& manifest, int steps,
+                                const std::string& trainer_extra) {
+  return "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
+         "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
+         "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, steps) + trainer_extra;
 }
 
 }  // namespace
@@ -366,31 +410,11 @@ TEST_CASE("e2e: Ctrl-C mid-run writes a checkpoint that loads, and the run is re
   const std::string exp = dir.file("long.toml");
   const std::string db = dir.file("runs.db");
   // Far more steps than the test waits for: it is stopped by SIGINT, not by its end.
-  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 100000));
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    const std::string err = dir.file("interrupted.err");
-    std::freopen(err.c_str(), "w", stderr);
-    ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(),
-            static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
+  write_file(exp, manifest_experiment(dir, manifest, 100000));
+  const pid_t child = start_run(exp, db, dir.file("interrupted.err"));
+  REQUIRE(child > 0);
   // Wait until it trains (training metrics are in the store), then press Ctrl-C.
-  bool training = false;
-  for (int i = 0; i < 600 && !training; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!fs::exists(db)) continue;
-    try {
-      RunStore peek(db);
-      auto runs = peek.runs();
-      training = !runs.empty() && !peek.metrics(runs[0].id, "train/loss").empty();
-    } catch (const std::exception&) {
-    }
-  }
-  REQUIRE(training);
+  REQUIRE(wait_for_run(db, [](const RunStore& store, std::int64_t run) { return !store.metrics(run, "train/loss").empty(); }));
   ::kill(child, SIGINT);
   int status = 0;
   ::waitpid(child, &status, 0);
@@ -575,31 +599,11 @@ TEST_CASE("e2e: kill -9 mid-run: the store is intact, the run shows as crashed, 
   const std::string manifest = write_manifest(dir, 6);
   const std::string exp = dir.file("long.toml");
   const std::string db = dir.file("runs.db");
-  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, 100000) +
-                      "checkpoint_every = 3\neval_at_start = false\n");
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    std::freopen(dir.file("killed.err").c_str(), "w", stderr);
-    ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(),
-            static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
+  write_file(exp, manifest_experiment(dir, manifest, 100000, "checkpoint_every = 3\neval_at_start = false\n"));
+  const pid_t child = start_run(exp, db, dir.file("killed.err"));
+  REQUIRE(child > 0);
   // Until two periodic checkpoints are recorded: it is training, writing metrics and checkpoints.
-  bool ready = false;
-  for (int i = 0; i < 600 && !ready; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!fs::exists(db)) continue;
-    try {
-      RunStore peek(db);
-      auto runs = peek.runs();
-      ready = !runs.empty() && peek.checkpoints(runs[0].id).size() >= 2;
-    } catch (const std::exception&) {
-    }
-  }
-  REQUIRE(ready);
+  REQUIRE(wait_for_run(db, [](const RunStore& store, std::int64_t run) { return store.checkpoints(run).size() >= 2; }));
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
 
@@ -630,21 +634,12 @@ TEST_CASE("e2e: 4 concurrent runs on one database lose no rows and never meet \"
   const std::string exp = dir.file("small.toml");
   const std::string db = dir.file("shared.db");
   const int steps = 30;
-  write_file(exp, "[data.train]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nbatch_seconds = 4.0\n\n[data.dev]\nplugin = \"manifest\"\npath = \"" + manifest +
-                      "\"\nshuffle = false\n" + kTinyModel + trainer_section(dir, steps) +
-                      "checkpoint_every = 10\n");
+  write_file(exp, manifest_experiment(dir, manifest, steps, "checkpoint_every = 10\n"));
   std::vector<pid_t> children;
   for (int i = 0; i < 4; ++i) {
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      std::freopen(dir.file("run" + std::to_string(i) + ".err").c_str(), "w", stderr);
-      const std::string tag = "worker=" + std::to_string(i);
-      ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(), "--tag",
-              tag.c_str(), "--set", "trainer.threads=1", static_cast<char*>(nullptr));
-      std::_Exit(127);
-    }
+    const pid_t child = start_run(exp, db, dir.file("run" + std::to_string(i) + ".err"),
+                                  {"--tag", "worker=" + std::to_string(i), "--set", "trainer.threads=1"});
+    REQUIRE(child > 0);
     children.push_back(child);
   }
   for (std::size_t i = 0; i < children.size(); ++i) {
