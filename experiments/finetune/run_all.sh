@@ -1,7 +1,8 @@
 #!/bin/bash
 # Pre-train experiments/mslam.toml, then fine-tune every downstream task from it and, as the baseline,
 # from random initialisation; prints the comparison (results/queries/finetune.sql and, for speech
-# translation, translation.sql). About 1.5 hours on 2 CPU cores. PRETRAINED=<run id> skips the
+# translation, translation.sql). About 2.5 hours on 2 CPU cores (speech translation alone takes 1.5: two
+# 45-minute runs). PRETRAINED=<run id> skips the
 # pre-training and starts from that run.
 #   experiments/finetune/run_all.sh            # DB=results/workbench.db WB=./build/bin/workbench
 set -euo pipefail
