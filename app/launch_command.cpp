@@ -146,8 +146,7 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& rank_argv) {
       }
       continue;
     }
-    if (pid < 0 && errno != EINTR && errno != ECHILD) break;
-    if (pid < 0 && errno == ECHILD) break;
+    if (pid < 0 && errno != EINTR) break;  // ECHILD: none left to wait for
     // After a failure the others get a minute to notice and record it, then are stopped.
     if (failed_at) {
       const double since = std::chrono::duration<double>(clock::now() - *failed_at).count();

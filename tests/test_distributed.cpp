@@ -24,6 +24,7 @@
 #include <torch/types.h>
 
 #include "test_support.h"
+#include "run_support.h"
 #include "tone_manifest.h"
 #include "workbench/data.h"
 #include "workbench/run_store.h"
@@ -71,12 +72,6 @@ std::string tiny_experiment(const std::string& manifest, int max_batch, int step
          "checkpoint_dir = \"" + dir.file("checkpoints") + "\"\n";
 }
 
-std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
-  auto q = store.query_rows(sql);
-  if (q.rows.size() != 1 || q.rows[0].size() != 1) return std::nullopt;
-  return q.rows[0][0];
-}
-
 std::map<std::string, torch::Tensor> weights(const std::string& checkpoint) {
   torch::serialize::InputArchive archive;
   archive.load_from(checkpoint);
@@ -116,33 +111,6 @@ std::optional<pid_t> rank_pid(pid_t parent, int rank) {
   return std::nullopt;
 }
 
-// Starts `workbench run exp --db db --nproc 2` in the background, stderr to `err`.
-pid_t start_launcher(const std::string& exp, const std::string& db, const std::string& err) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::freopen(err.c_str(), "w", stderr);
-    ::execl(WORKBENCH_BINARY_DIR "/bin/workbench", "workbench", "run", exp.c_str(), "--db", db.c_str(), "--nproc", "2",
-            static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
-  return child;
-}
-
-// Waits until the run in `db` has logged training metrics (the ranks are past their first steps).
-bool wait_until_training(const std::string& db) {
-  for (int i = 0; i < 1200; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!fs::exists(db)) continue;
-    try {
-      RunStore peek(db);
-      auto runs = peek.runs();
-      if (!runs.empty() && !peek.metrics(runs[0].id, "train/loss").empty()) return true;
-    } catch (const std::exception&) {
-    }
-  }
-  return false;
-}
-
 // A port nobody listens on now: the kernel's pick for a socket bound to port 0.
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -167,8 +135,10 @@ struct LongRun {
   LongRun() {
     const std::string exp = dir.file("long.toml");
     write_file(exp, tiny_experiment(write_manifest(dir, 6), 2, 100000, dir));
-    launcher = start_launcher(exp, db, err);
-    training = launcher > 0 && wait_until_training(db);
+    launcher = start_run(exp, db, err, {"--nproc", "2"});
+    training = launcher > 0 && wait_for_run(db, [](const RunStore& store, std::int64_t run) {
+                 return !store.metrics(run, "train/loss").empty();
+               });
   }
   /// The launcher's exit status, once it has ended.
   int wait() {

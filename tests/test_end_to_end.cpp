@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "run_support.h"
 #include "tone_manifest.h"
 #include "workbench/audio.h"
 #include "workbench/registry.h"
@@ -41,14 +42,6 @@ using results::RunStore;
 using Catch::Matchers::Contains;
 
 namespace {
-
-/// One cell of a query that returns exactly one row.
-std::optional<std::string> scalar(const RunStore& store, const std::string& sql) {
-  auto q = store.query_rows(sql);
-  REQUIRE(q.rows.size() == 1);
-  REQUIRE(q.rows[0].size() == 1);
-  return q.rows[0][0];
-}
 
 bool asterisk_installed() {
   for (const char* lang : {"en", "es"}) {
@@ -81,38 +74,6 @@ data = "dev"
 /// The tiny experiment on `manifest` (train and dev), `steps` steps, with `trainer_extra` lines in [trainer].
 std::string manifest_experiment(const TempDir& dir, const std::string& manifest, int steps,
                                 const std::string& trainer_extra = "");
-
-/// Starts `workbench run <exp> --db <db> <extra...>` in the background, its stderr going to `err`.
-pid_t start_run(const std::string& exp, const std::string& db, const std::string& err,
-                const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = {"workbench", "run", exp, "--db", db};
-  args.insert(args.end(), extra.begin(), extra.end());
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::freopen(err.c_str(), "w", stderr);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(WORKBENCH_BINARY_DIR "/bin/workbench", argv.data());
-    std::_Exit(127);
-  }
-  return child;
-}
-
-/// Waits up to 60 s until the first run in `db` satisfies `ready` (the store may not exist yet).
-bool wait_for_run(const std::string& db, const std::function<bool(const RunStore&, std::int64_t run)>& ready) {
-  for (int i = 0; i < 600; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!fs::exists(db)) continue;
-    try {
-      RunStore peek(db);
-      auto runs = peek.runs();
-      if (!runs.empty() && ready(peek, runs[0].id)) return true;
-    } catch (const std::exception&) {
-    }
-  }
-  return false;
-}
 
 std::string trainer_section(const TempDir& dir, int steps) {
   return "\n[trainer]\nsteps = " + std::to_string(steps) +

@@ -425,10 +425,11 @@ StepResult Trainer::step() {
       throw Error(fmt::format("objective '{}' (loss plugin {}) failed at step {}: {}", obj->name, obj->plugin, s, e.what()));
     }
     losses.emplace_back(obj, out.loss.detach());
-    auto weighted = out.loss * obj->weight;
-    logged_sum = logged_sum.defined() ? logged_sum + weighted : weighted;
-    if (share != 1.0) weighted = out.loss * (obj->weight * share);
+    // weight * 1.0 is weight exactly: one process trains bit for bit as before.
+    auto weighted = out.loss * (obj->weight * share);
     loss_sum = loss_sum.defined() ? loss_sum + weighted : weighted;
+    auto logged = share == 1.0 ? weighted.detach() : out.loss.detach() * obj->weight;
+    logged_sum = logged_sum.defined() ? logged_sum + logged : logged;
     for (auto& [k, v] : out.metrics) im.accumulate(obj->name + "/" + k, v);
   }
   StepResult result;
