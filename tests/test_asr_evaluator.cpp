@@ -115,7 +115,7 @@ TEST_CASE("asr: greedy CTC decoding merges repeats, drops blanks, keeps a repeat
   CHECK(blank.at("wer") == 1.0);
 }
 
-TEST_CASE("asr: cer and wer average the languages; the pooled rates count every character alike", "[asr]") {
+TEST_CASE("asr: cer and wer average the languages - the pooled rates count every character alike", "[asr]") {
   // en: "ab" decoded right (0 of 2 characters wrong). es: "aaaa" decoded as "a" (3 deletions of 4).
   ScriptedPredictor predictor({{"en1", "a_b"}, {"es1", "aaaa"}});
   auto asr = make_asr();

@@ -293,7 +293,7 @@ TEST_CASE("data parallel: a rank killed mid-run fails the run, and rank 0 record
   CHECK_THAT(recorded.error_message, Contains("rank 1 of 2: was killed by signal 9"));
 }
 
-TEST_CASE("data parallel: Ctrl-C stops every rank at the same step; rank 0 checkpoints and records it",
+TEST_CASE("data parallel: Ctrl-C stops every rank at the same step - rank 0 checkpoints and records it",
           "[distributed][e2e][interrupt]") {
   LongRun run;
   REQUIRE(run.training);

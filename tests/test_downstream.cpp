@@ -54,7 +54,7 @@ Options rnnt_options(std::int64_t beam) {
 
 }  // namespace
 
-TEST_CASE("classifier: labels from the language, or from id prefixes; rows of no class are left out",
+TEST_CASE("classifier: labels from the language, or from id prefixes - rows of no class are left out",
           "[classifier]") {
   auto vocab = vocabulary_of({"abc"});
   auto model = tiny_joint_model(kF, kDs, kD, vocab->size());

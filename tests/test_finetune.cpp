@@ -87,7 +87,7 @@ void build_child(Runner& child, MemoryRecorder& recorder, const std::vector<std:
 
 }  // namespace
 
-TEST_CASE("finetune: [init] loads the encoders as the parent left them; the new head is sized from the new data",
+TEST_CASE("finetune: [init] loads the encoders as the parent left them - the new head is sized from the new data",
           "[finetune][asterisk]") {
   if (!have_asterisk()) {
     WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");

@@ -526,7 +526,7 @@ TEST_CASE("speech translation with SentencePiece targets: pieces of the English 
   CHECK(recorder2.values["dev/st/chrf"][0] == Approx(recorder.values["dev/st/chrf"].rbegin()->second).margin(1e-12));
 }
 
-TEST_CASE("speech translation: multi-modal fine-tuning trains on text too; a head without targets says what to add",
+TEST_CASE("speech translation: multi-modal fine-tuning trains on text too - a head without targets says what to add",
           "[translation][asterisk]") {
   if (!workbench::testing::have_asterisk()) {
     WARN("Asterisk prompts not installed (scripts/install-deps.sh); skipping");
