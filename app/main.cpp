@@ -60,6 +60,49 @@ int main(int argc, char** argv) {
   std::vector<std::string> eval_tags;
   eval_cmd->add_option("--tag", eval_tags, "tag the eval run, key=value or a bare key")->take_all()->expected(1);
 
+  workbench::app::RunArgs resume;
+  std::int64_t resume_run = 0;
+  auto* resume_cmd = app.add_subcommand(
+      "resume", "continue a run that was interrupted, failed or crashed, from its newest checkpoint, as the same run");
+  resume_cmd->add_option("run", resume_run, "the run's id")->required();
+  resume_cmd->add_option("--db", resume.db, "SQLite run store")->capture_default_str();
+
+  workbench::app::SweepArgs sweep;
+  std::vector<std::string> sweep_tags;
+  auto* sweep_cmd = app.add_subcommand(
+      "sweep", "run every point, seed and stage of an experiment's [sweep] table that is not finished yet");
+  sweep_cmd->add_option("experiment", sweep.file, "experiment file with a [sweep] table")->required();
+  sweep_cmd->add_option("--db", sweep.db, "SQLite run store")->capture_default_str();
+  sweep_cmd->add_flag("--list", sweep.list, "print each run the sweep asks for and what the store has of it");
+  sweep_cmd->add_option("--tag", sweep_tags, "tag every run it starts, key=value or a bare key")->take_all()->expected(1);
+
+  workbench::app::CompareArgs compare;
+  auto* compare_cmd = app.add_subcommand(
+      "compare", "the params that differ and the metrics of runs, or of a sweep's points (mean ± std over seeds)");
+  compare_cmd->add_option("runs", compare.runs, "run ids (or --sweep)");
+  compare_cmd->add_option("--sweep", compare.sweep, "a sweep's id: one row per (stage, point)");
+  compare_cmd->add_option("--stage", compare.stage, "only this stage of the sweep");
+  compare_cmd->add_option("--metrics", compare.metrics, "metric keys (default: the runs' headline metrics)")
+      ->take_all()
+      ->expected(1, 1 << 20);
+  compare_cmd->add_option("--agg", compare.agg, "each run's value of a metric: its last, best, min or max")
+      ->check(CLI::IsMember({"last", "best", "min", "max"}))
+      ->capture_default_str();
+  compare_cmd->add_option("--format", compare.format, "table, csv, markdown or json")
+      ->check(CLI::IsMember({"table", "csv", "markdown", "json"}))
+      ->capture_default_str();
+  compare_cmd->add_flag("--per-run", compare.per_run, "with --sweep: one row per run instead of per point");
+  compare_cmd->add_option("--db", compare.db, "SQLite run store")->capture_default_str();
+
+  workbench::app::PlotArgs plot;
+  auto* plot_cmd = app.add_subcommand("plot", "draw learning curves of runs (one line each) to SVG, PNG or PDF");
+  plot_cmd->add_option("runs", plot.runs, "run ids")->required();
+  plot_cmd->add_option("--metric", plot.metric, "metric key, e.g. train/loss or dev/cer")->required();
+  plot_cmd->add_option("--x", plot.x, "x axis: step or time")->check(CLI::IsMember({"step", "time"}))->capture_default_str();
+  plot_cmd->add_option("--smooth", plot.smooth, "exponential moving average weight in [0, 1)")->capture_default_str();
+  plot_cmd->add_option("-o,--output", plot.output, "FILE.svg, FILE.png or FILE.pdf")->required();
+  plot_cmd->add_option("--db", plot.db, "SQLite run store")->capture_default_str();
+
   std::string runs_db = "results/workbench.db";
   std::size_t runs_limit = 20;
   auto* runs_cmd = app.add_subcommand("runs", "list recent runs: id, name, kind, status, start, duration, headline");
@@ -99,12 +142,21 @@ int main(int argc, char** argv) {
     }
     return true;
   };
-  if (!parse_tags(tags, run) || !parse_tags(eval_tags, eval)) return 2;
+  workbench::app::RunArgs sweep_tag_holder;
+  if (!parse_tags(tags, run) || !parse_tags(eval_tags, eval) || !parse_tags(sweep_tags, sweep_tag_holder)) return 2;
+  sweep.tags = sweep_tag_holder.tags;
   if (*parent_opt) run.parent = parent;
   eval.eval_from_run = eval_run;
   try {
     if (*run_cmd) return workbench::app::run_command(run);
     if (*eval_cmd) return workbench::app::run_command(eval);
+    if (*resume_cmd) {
+      resume.resume_run = resume_run;
+      return workbench::app::run_command(resume);
+    }
+    if (*plot_cmd) return workbench::app::plot_command(plot);
+    if (*sweep_cmd) return workbench::app::sweep_command(sweep);
+    if (*compare_cmd) return workbench::app::compare_command(compare);
     if (*runs_cmd) return workbench::app::runs_command(runs_db, runs_limit);
     if (*inspect_cmd) return workbench::app::inspect_audio_command(inspect);
     if (*plugins_cmd) return workbench::app::plugins_command(describe, plugin_dirs);

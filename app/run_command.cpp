@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -80,6 +81,61 @@ std::string checkpoint_of_run(const RunStore& store, std::int64_t id, const std:
   return path;
 }
 
+// What `workbench resume` continues: the run's row and the newest of its checkpoints that is still on
+// disk and intact (a crash can leave the store naming a file it did not finish; the trainer's atomic
+// rename means that is only ever a missing file, but a copied or damaged one is checked by its sha256).
+struct ResumePoint {
+  results::RunRow row;
+  std::string experiment_path;
+  results::CheckpointRecord checkpoint;
+};
+
+ResumePoint find_resume_point(const RunStore& store, std::int64_t id, const std::string& db) {
+  ResumePoint p;
+  try {
+    p.row = store.run(id);
+  } catch (const results::StoreError&) {
+    throw ConfigError(fmt::format("workbench resume {}: there is no run {} in {}", id, id, db));
+  }
+  if (p.row.kind != "train")
+    throw ConfigError(fmt::format("workbench resume {}: run {} is a {} run; only training runs resume", id, id,
+                                  p.row.kind));
+  if (p.row.status == "finished")
+    throw ConfigError(fmt::format("workbench resume {}: run {} finished; there is nothing left to train", id, id));
+  if (p.row.status == "running") {
+    bool gone = false;
+    for (const auto& r : store.recent_runs(1u << 30))
+      if (r.id == id) gone = run_process_gone(r);
+    if (!gone)
+      throw ConfigError(fmt::format("workbench resume {}: run {} is still running (or runs on another host, or "
+                                    "was recorded without its process); stop it first",
+                                    id, id));
+  }
+  auto path = store.query_rows("SELECT experiment_path FROM runs WHERE id = " + std::to_string(id)).rows;
+  p.experiment_path = path.empty() ? "" : path[0][0].value_or("");
+  auto checkpoints = store.checkpoints(id);
+  std::stable_sort(checkpoints.begin(), checkpoints.end(),
+                   [](const auto& a, const auto& b) { return a.step > b.step; });
+  std::string passed;
+  for (const auto& c : checkpoints) {
+    if (c.kind == "final") continue;
+    std::string why;
+    if (!fs::exists(c.path))
+      why = "no longer on disk";
+    else if (sha256_file(c.path) != c.sha256)
+      why = "its bytes do not match the sha256 recorded when it was written";
+    if (why.empty()) {
+      p.checkpoint = c;
+      return p;
+    }
+    std::fprintf(stderr, "  WARNING: checkpoint %s (step %lld) of run %lld is %s; trying an older one\n",
+                 c.path.c_str(), static_cast<long long>(c.step), static_cast<long long>(id), why.c_str());
+    passed += fmt::format("{}{} ({})", passed.empty() ? "" : ", ", c.path, why);
+  }
+  throw ConfigError(fmt::format("workbench resume {}: run {} ({}) has no checkpoint to resume from{}{}", id, id,
+                                p.row.status, passed.empty() ? "" : ": ", passed.empty() ? " (set trainer.checkpoint_every)" : passed));
+}
+
 // Rank 0's error, led by the failure another rank reported: when rank 1 dies, rank 0 only sees its
 // all-reduce lose a peer, and the cause is what rank 1 (or the launcher) left in the store.
 std::string with_peer_failure(const std::shared_ptr<DataParallel>& group, const std::string& own) {
@@ -104,6 +160,73 @@ class NullRecorder final : public RunRecorder {
   void record_checkpoint(const CheckpointInfo&) override {}
   void remove_checkpoint(const std::string&) override {}
 };
+
+// Runs `body` (which records the run's end itself when it succeeds) and records how else it ended:
+// interrupted (130) or failed (1), with the message, after `cleanup`.
+int with_outcome(RunStore& store, std::int64_t run, const std::string& db, const std::shared_ptr<DataParallel>& group,
+                 const std::function<void()>& cleanup, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Interrupted& e) {
+    cleanup();
+    store.finish_run(run, RunStatus::Interrupted, e.what());
+    std::fprintf(stderr, "\nrun %lld interrupted (recorded in %s)\n", static_cast<long long>(run), db.c_str());
+    return 130;
+  } catch (const c10::Error& e) {
+    cleanup();
+    return fail(store, run, with_peer_failure(group, e.what_without_backtrace()), db);
+  } catch (const std::exception& e) {
+    cleanup();
+    return fail(store, run, with_peer_failure(group, e.what()), db);
+  }
+}
+
+void print_finished(const TrainResult& result, std::int64_t run, const std::string& ckpt_dir, const std::string& db,
+                    double total_s) {
+  std::fprintf(stderr, "run %lld finished: %lld steps, %.1f s training, %.1f s in all; checkpoint %s/final.pt\n",
+               static_cast<long long>(run), static_cast<long long>(result.steps), result.train_seconds, total_s,
+               ckpt_dir.c_str());
+  for (const auto& [k, v] : result.final_metrics)
+    if (is_summary_metric(k)) std::fprintf(stderr, "  %-32s %.4f\n", k.c_str(), v);
+  std::fprintf(stderr, "  sqlite3 %s \"SELECT key, step, value FROM metrics WHERE run_id = %lld\"\n", db.c_str(),
+               static_cast<long long>(run));
+}
+
+// `workbench resume`: the same run, continued in its checkpoint folder from `p.checkpoint`. What the run
+// had ended with is kept in its tags (resume.<n>), since reopening it clears its error message.
+int resume_recorded_run(RunStore& store, const ResumePoint& p, Runner& runner, const Registry& registry,
+                        const std::string& db, results::RunInfo info) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const std::int64_t run = p.row.id;
+  const ExperimentConfig& cfg = runner.config();
+  describe_config(info, cfg);
+  if (info.config_hash != p.row.config_hash)
+    std::fprintf(stderr,
+                 "  WARNING: run %lld's config resolves differently with this build (a plugin's new option or "
+                 "default?); it continues with what it recorded\n",
+                 static_cast<long long>(run));
+  int resumes = 0;
+  for (const auto& [k, v] : store.tags(run))
+    if (k == "resumed") resumes = std::stoi(v);
+  store.reopen_run(run, info.pid, info.process_start);
+  store.add_tags(run, {{"resumed", std::to_string(resumes + 1)},
+                       {fmt::format("resume.{}", resumes + 1),
+                        fmt::format("at step {} from {}; it had ended {}{}{}", p.checkpoint.step, p.checkpoint.path,
+                                    p.row.status, p.row.error_message.empty() ? "" : ": ", p.row.error_message)}});
+  const std::string ckpt_dir = fs::path(p.checkpoint.path).parent_path().string();
+  std::fprintf(stderr, "workbench resume %lld: %s at step %lld (%s)\n", static_cast<long long>(run), cfg.name.c_str(),
+               static_cast<long long>(p.checkpoint.step), p.checkpoint.path.c_str());
+  return with_outcome(store, run, db, nullptr, [] {}, [&] {
+    runner.configure_runtime();
+    StoreRecorder recorder(store, run);
+    record_plugins(store, run, registry, runner);
+    TrainResult result = runner.run(recorder, ckpt_dir);
+    store.finish_run(run, RunStatus::Finished);
+    print_finished(result, run, ckpt_dir, db,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+    return 0;
+  });
+}
 
 // Rank r > 0 of a data-parallel run: the same runner, quiet, with no run store writes and no checkpoints.
 // What goes wrong is left in the group's store for rank 0 to record.
@@ -151,7 +274,25 @@ int run_worker_rank(const RunArgs& args, const DistributedOptions& dist) {
 
 }  // namespace
 
+std::string resolved_config_hash(const std::string& experiment, const std::vector<std::string>& overrides) {
+  Registry registry;
+  RegistryFactory factory(registry);
+  Runner runner(factory, RunnerOptions().overrides(overrides).verbose(false));
+  ExperimentFile file = ExperimentFile::parse(experiment, overrides);
+  for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
+  for (const auto& d : file.plugin_paths()) registry.load_directory(d);
+  runner.resolve(file);
+  return sha256_text(runner.config().resolved_toml);
+}
+
 int run_command(const RunArgs& args) {
+  std::optional<ResumePoint> resume;
+  if (args.resume_run) {
+    if (DistributedOptions::from_environment().world_size() > 1)
+      throw ConfigError("workbench resume continues a run in one process; it does not run as a rank");
+    const RunStore store(args.db);
+    resume = find_resume_point(store, *args.resume_run, args.db);
+  }
   if (args.nproc > 0) {
     if (args.dump_config || args.dry_run || args.eval_from_run)
       throw ConfigError("--nproc starts training ranks; it does not combine with --dump-config or --dry-run");
@@ -178,11 +319,16 @@ int run_command(const RunArgs& args) {
     overrides.push_back("init.which=\"" + args.eval_which + "\"");
     overrides.push_back("init.components=[\"all\"]");
   }
-  Runner runner(factory,
-                RunnerOptions().overrides(overrides).dry_run(args.dry_run).evaluate_only(args.eval_from_run.has_value()));
+  Runner runner(factory, RunnerOptions()
+                             .overrides(overrides)
+                             .dry_run(args.dry_run)
+                             .evaluate_only(args.eval_from_run.has_value())
+                             .resume_from(resume ? resume->checkpoint.path : ""));
   std::string config_error;
   try {
-    ExperimentFile file = ExperimentFile::parse(args.experiment, overrides);
+    // A resumed run is built from the config it recorded, which resolves to itself.
+    ExperimentFile file = resume ? ExperimentFile::parse_text(resume->row.config_toml, resume->experiment_path)
+                                 : ExperimentFile::parse(args.experiment, overrides);
     for (const auto& d : Registry::default_search_paths()) registry.load_directory(d);
     for (const auto& d : file.plugin_paths()) registry.load_directory(d);
     runner.resolve(file);
@@ -199,6 +345,10 @@ int run_command(const RunArgs& args) {
   results::RunInfo info = base_run_info(args.experiment);
   info.kind = args.dry_run ? "dry-run" : args.eval_from_run ? "eval" : "train";
   info.tags = args.tags;
+  if (resume) {
+    if (!config_error.empty()) throw ConfigError(fmt::format("run {}'s recorded config: {}", *args.resume_run, config_error));
+    return resume_recorded_run(store, *resume, runner, registry, args.db, info);
+  }
   // [init] from_run names a run of this store: find its checkpoint before anything else needs it.
   if (config_error.empty() && runner.config().init.from_run() > 0) {
     try {
@@ -256,7 +406,7 @@ int run_command(const RunArgs& args) {
     fs::remove(ckpt_dir, ec);
     fs::remove(fs::path(ckpt_dir).parent_path(), ec);
   };
-  try {
+  return with_outcome(store, run, args.db, group, drop_empty_folders, [&] {
     store.add_params(run, to_params(cfg.flat));
     record_plugins(store, run, registry, runner);
     if (args.eval_from_run) {
@@ -283,27 +433,10 @@ int run_command(const RunArgs& args) {
       std::fprintf(stderr, "dry run %lld recorded in %s\n", static_cast<long long>(run), args.db.c_str());
       return 0;
     }
-    const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    std::fprintf(stderr, "run %lld finished: %lld steps, %.1f s training, %.1f s in all; checkpoint %s/final.pt\n",
-                 static_cast<long long>(run), static_cast<long long>(result.steps), result.train_seconds, total_s,
-                 ckpt_dir.c_str());
-    for (const auto& [k, v] : result.final_metrics)
-      if (is_summary_metric(k)) std::fprintf(stderr, "  %-32s %.4f\n", k.c_str(), v);
-    std::fprintf(stderr, "  sqlite3 %s \"SELECT key, step, value FROM metrics WHERE run_id = %lld\"\n", args.db.c_str(),
-                 static_cast<long long>(run));
+    print_finished(result, run, ckpt_dir, args.db,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
     return 0;
-  } catch (const Interrupted& e) {
-    drop_empty_folders();
-    store.finish_run(run, RunStatus::Interrupted, e.what());
-    std::fprintf(stderr, "\nrun %lld interrupted (recorded in %s)\n", static_cast<long long>(run), args.db.c_str());
-    return 130;
-  } catch (const c10::Error& e) {
-    drop_empty_folders();
-    return fail(store, run, with_peer_failure(group, e.what_without_backtrace()), args.db);
-  } catch (const std::exception& e) {
-    drop_empty_folders();
-    return fail(store, run, with_peer_failure(group, e.what()), args.db);
-  }
+  });
 }
 
 }  // namespace workbench::app

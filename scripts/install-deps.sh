@@ -15,8 +15,10 @@ packages=(
   libsqlite3-dev sqlite3 libssl-dev
   # audio decoding and resampling
   libsndfile1-dev libsoxr-dev
-  # tests
-  catch2
+  # learning curves (`workbench plot`: SVG, PNG, PDF)
+  libcairo2-dev
+  # tests (catch2; expat parses the plots' SVG)
+  catch2 libexpat1-dev
   # SentencePiece tokenizer (SLAM text embedding)
   libsentencepiece-dev
   # unpaired text in five languages (issue 3: SpanBERT data)

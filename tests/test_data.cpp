@@ -395,3 +395,83 @@ TEST_CASE("read_text_file errors name the file", "[io][errors]") {
     CHECK_THAT(std::string(e.what()), Contains(gz));
   }
 }
+
+TEST_CASE("BucketBatcher: a state restored into a new batcher serves what the first would have served next",
+          "[data][batcher][resume]") {
+  auto data = prepare_data("train", BatchKind::Paired, corpus(20), FeatureSettings{}, nullptr, 0.0);
+  BatchingOptions o;
+  o.batch_seconds = 4.0;
+  o.max_batch = 6;
+  o.shuffle = true;
+  BucketBatcher first(data, o, 7);
+  for (int i = 0; i < 5; ++i) first.next_indices();  // into the second epoch
+  const std::string state = first.state();
+  BucketBatcher resumed(data, o, 12345);  // another seed: everything must come from the state
+  resumed.restore(state);
+  CHECK(resumed.epoch() == first.epoch());
+  for (int i = 0; i < 3 * static_cast<int>(first.batches_per_epoch()); ++i) {
+    INFO("batch " << i);
+    CHECK(resumed.next_indices() == first.next_indices());
+  }
+  // A state of other data, or no state at all, is refused and leaves the batcher as it was.
+  auto other = prepare_data("train", BatchKind::Paired, corpus(10), FeatureSettings{}, nullptr, 0.0);
+  BucketBatcher small(other, o, 7);
+  CHECK_THROWS_WITH(small.restore(state), Contains("over 20 examples, not of a bucket over 10"));
+  CHECK_THROWS_AS(small.restore("bucket 10 garbage"), DataError);
+  BucketBatcher fresh(other, o, 7);
+  CHECK(small.next_indices() == fresh.next_indices());
+}
+
+TEST_CASE("feature cache: the same audio and settings computed once per process, any other setting apart",
+          "[data][cache]") {
+  clear_feature_cache();
+  auto fresh = prepare_data("a", BatchKind::Paired, corpus(5), FeatureSettings{}, nullptr, 0.0);
+  CHECK(fresh.cached_features == 0);
+  auto stats = feature_cache_stats();
+  CHECK(stats.entries == 5);
+  CHECK(stats.misses == 5);
+  CHECK(stats.hits == 0);
+  std::size_t floats = 0;
+  for (const auto& f : fresh.features) floats += static_cast<std::size_t>(f.numel());
+  CHECK(stats.bytes == floats * sizeof(float));
+
+  // Another run (another data name, the same audio): every feature from the cache, the very tensors.
+  auto again = prepare_data("b", BatchKind::Paired, corpus(5), FeatureSettings{}, nullptr, 0.0);
+  CHECK(again.cached_features == 5);
+  REQUIRE(again.size() == 5);
+  for (std::size_t i = 0; i < 5; ++i) CHECK(again.features[i].data_ptr() == fresh.features[i].data_ptr());
+  CHECK(feature_cache_stats().hits == 5);
+
+  // One setting apart (40 mel bins, no CMVN): computed anew, not mixed up with the 80-bin ones.
+  FeatureSettings s40;
+  s40.fbank.num_mel_bins(40);
+  auto other = prepare_data("c", BatchKind::Paired, corpus(5), s40, nullptr, 0.0);
+  CHECK(other.cached_features == 0);
+  CHECK(other.features[0].size(1) == 40);
+  FeatureSettings no_cmvn;
+  no_cmvn.utterance_cmvn = false;
+  auto raw = prepare_data("d", BatchKind::Paired, corpus(5), no_cmvn, nullptr, 0.0);
+  CHECK(raw.cached_features == 0);
+  CHECK_FALSE(torch::equal(raw.features[0], fresh.features[0]));
+
+  // One sample changed: another key.
+  auto changed = corpus(5);
+  changed[2].samples[100] += 0.01f;
+  auto edited = prepare_data("e", BatchKind::Paired, std::move(changed), FeatureSettings{}, nullptr, 0.0);
+  CHECK(edited.cached_features == 4);
+  CHECK(edited.features[2].data_ptr() != fresh.features[2].data_ptr());
+
+  // A limit of 0 bytes caches nothing new.
+  const auto before = feature_cache_stats().entries;
+  set_feature_cache_limit(0);
+  FeatureSettings s64;
+  s64.fbank.num_mel_bins(64);
+  CHECK(prepare_data("h", BatchKind::Paired, corpus(5), s64, nullptr, 0.0).cached_features == 0);
+  CHECK(feature_cache_stats().entries == before);
+  set_feature_cache_limit(std::size_t{4} << 30);
+
+  // The cached values are the computed ones.
+  clear_feature_cache();
+  auto recomputed = prepare_data("i", BatchKind::Paired, corpus(5), FeatureSettings{}, nullptr, 0.0);
+  for (std::size_t i = 0; i < 5; ++i) CHECK(torch::equal(recomputed.features[i], fresh.features[i]));
+}

@@ -532,3 +532,19 @@ TEST_CASE("LanguageSampler on audio: batches stay under the padded-audio budget"
   CHECK(b.features.defined());
   CHECK(b.features.size(1) == b.feature_lengths.max().item<std::int64_t>());
 }
+
+TEST_CASE("LanguageSampler: a restored state draws what the first sampler would have drawn next",
+          "[data][sampler][resume]") {
+  PreparedData d = text_data({{"en", 60}, {"fr", 30}, {"sw", 10}});
+  BatchingOptions o;
+  o.max_batch = 4;
+  LanguageSampler first(d, o, 3.0, 5);
+  for (int i = 0; i < 7; ++i) first.next_indices();  // part of a pool is still queued
+  LanguageSampler resumed(d, o, 3.0, 99);
+  resumed.restore(first.state());
+  for (int i = 0; i < 100; ++i) {
+    INFO("batch " << i);
+    CHECK(resumed.next_indices() == first.next_indices());
+  }
+  CHECK_THROWS_AS(resumed.restore(BucketBatcher(d, o, 1).state()), DataError);
+}

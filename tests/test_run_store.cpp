@@ -230,7 +230,9 @@ TEST_CASE("opening a new path creates the schema", "[run_store]") {
   const auto tables = db.column("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
   CHECK(tables == std::vector<std::string>{"checkpoints", "examples", "metrics", "params", "plugins", "runs", "tags"});
   const auto views = db.column("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name");
-  CHECK(views == std::vector<std::string>{"latest_metrics", "run_parents", "run_summary"});
+  // The schema's views, then results/views.sql's.
+  CHECK(views == std::vector<std::string>{"latest_metrics", "metric_best", "metric_final", "run_pairs", "run_parents",
+                                          "run_summary", "sweep_runs"});
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('metrics_run_key')") == "run_id,key");
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('params_key_num')") == "key,value_num");
   CHECK(db.text("SELECT group_concat(name) FROM pragma_index_info('runs_parent')") == "parent_run_id");
@@ -742,8 +744,11 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
     QueryResult result;
     REQUIRE_NOTHROW(result = store.query_rows(sql));
     CHECK_FALSE(result.columns.empty());
-    // No fine-tuning, classification or translation runs here: their own test cases below.
-    if (name == "finetune.sql" || name == "confusion.sql" || name == "translation.sql" || name == "examples.sql") continue;
+    // No fine-tuning, classification, translation or sweep runs here: their own test cases below, and
+    // sweep.sql in tests/test_sweep.cpp (on a real sweep's store).
+    if (name == "finetune.sql" || name == "confusion.sql" || name == "translation.sql" || name == "examples.sql" ||
+        name == "sweep.sql")
+      continue;
     CHECK_FALSE(result.rows.empty());
 
     if (name == "runs.sql") {
@@ -792,7 +797,7 @@ TEST_CASE("canned queries run against a populated database", "[run_store][querie
   }
   for (const char* required :
        {"runs.sql", "metrics_of_last_run.sql", "ablation.sql", "params_diff.sql", "plugins_of_last_run.sql",
-        "finetune.sql", "confusion.sql", "translation.sql", "examples.sql"})
+        "finetune.sql", "confusion.sql", "translation.sql", "examples.sql", "sweep.sql"})
     CHECK(found.count(required) == 1);
 }
 

@@ -64,6 +64,8 @@ class FixedBatcher final : public TrainBatcher {
     return b;
   }
   BatchKind kind() const override { return kind_; }
+  std::string state() const override { return std::to_string(served); }
+  void restore(const std::string& state) override { served = std::stoi(state); }
   int served = 0;
 
  private:

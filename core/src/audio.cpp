@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <system_error>
@@ -40,6 +41,26 @@ SndfilePtr open_for_reading(const std::string& path, SF_INFO& info) {
   return SndfilePtr(f);
 }
 
+// "its data chunk says N bytes, the file holds M" when libsndfile's log of a WAV header reports a data
+// size it had to correct ("data : 22468 (should be 7956)"); empty otherwise, and for the sizes streaming
+// writers put before they know the length (0, 0xFFFFFFFF).
+std::string wav_data_size_mismatch(SNDFILE* f) {
+  char log[16384] = {0};
+  sf_command(f, SFC_GET_LOG_INFO, log, sizeof log);
+  const std::string text(log);
+  const auto at = text.find("\ndata : ");
+  if (at == std::string::npos) return {};
+  const auto end = text.find('\n', at + 1);
+  const std::string line = text.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1);
+  const auto should = line.find("(should be ");
+  if (should == std::string::npos) return {};
+  unsigned long long stated = 0, actual = 0;
+  if (std::sscanf(line.c_str(), "data : %llu", &stated) != 1) return {};
+  if (std::sscanf(line.c_str() + should, "(should be %llu", &actual) != 1) return {};
+  if (stated == 0 || stated >= 0xFFFFFFF0ull || stated <= actual) return {};
+  return fmt::format("its data chunk says {} bytes, the file holds {}", stated, actual);
+}
+
 }  // namespace
 
 AudioInfo probe_audio(const std::string& path) {
@@ -52,7 +73,7 @@ AudioInfo probe_audio(const std::string& path) {
   return out;
 }
 
-Audio read_audio(const std::string& path) {
+Audio read_audio(const std::string& path, double max_seconds) {
   SF_INFO info;
   SndfilePtr f = open_for_reading(path, info);
   if (info.channels <= 0 || info.samplerate <= 0) {
@@ -65,6 +86,14 @@ Audio read_audio(const std::string& path) {
   const int channels = info.channels;
   Audio audio;
   audio.sample_rate = info.samplerate;
+  const double max_frames = max_seconds * static_cast<double>(info.samplerate);
+  auto too_long = [&](const char* by, double frames) {
+    return AudioError(fmt::format("cannot read {}: {} {:.0f} s long, over the limit of {:.0f} s (a whole recording? "
+                                  "cut it into utterances)",
+                                  quoted(path), by, frames / info.samplerate, max_seconds));
+  };
+  const bool header_knows = info.frames > 0 && info.frames != SF_COUNT_MAX;
+  if (header_knows && static_cast<double>(info.frames) > max_frames) throw too_long("its header says it is", info.frames);
   // The header's frame count is a hint only (some containers do not know it, or overstate it),
   // so decode in blocks until end of stream.
   if (info.frames > 0 && info.frames < (std::int64_t{1} << 34)) {
@@ -82,6 +111,8 @@ Audio read_audio(const std::string& path) {
       }
       break;
     }
+    if (static_cast<double>(audio.samples.size() + static_cast<std::size_t>(got)) > max_frames)
+      throw too_long("it decodes to more than", max_frames);
     if (channels == 1) {
       audio.samples.insert(audio.samples.end(), block.begin(), block.begin() + got);
     } else {
@@ -101,6 +132,14 @@ Audio read_audio(const std::string& path) {
     }
     throw AudioError("audio file " + quoted(path) + " contains no audio frames");
   }
+  if (header_knows && static_cast<std::int64_t>(audio.samples.size()) < info.frames)
+    throw AudioError(fmt::format("cannot decode {}: truncated or corrupt: its header promises {} frames ({:.2f} s), "
+                                 "only {} could be decoded",
+                                 quoted(path), info.frames, static_cast<double>(info.frames) / info.samplerate,
+                                 audio.samples.size()));
+  // libsndfile shortens a WAV's frame count to the bytes the file holds and says so only in its log.
+  if (const std::string lie = wav_data_size_mismatch(f.get()); !lie.empty())
+    throw AudioError(fmt::format("cannot decode {}: truncated: {}", quoted(path), lie));
   return audio;
 }
 
@@ -175,12 +214,12 @@ void write_audio(const std::string& path, const Audio& audio) {
   if (err != 0) throw AudioError("cannot write " + quoted(path) + ": " + sf_error_number(err));
 }
 
-Audio load_audio(const std::string& path, std::int64_t target_rate) {
+Audio load_audio(const std::string& path, std::int64_t target_rate, double max_seconds) {
   if (target_rate <= 0) {
     throw AudioError("cannot load " + quoted(path) + ": target sample rate must be positive, got " +
                      std::to_string(target_rate) + " Hz");
   }
-  Audio audio = read_audio(path);
+  Audio audio = read_audio(path, max_seconds);
   if (audio.sample_rate != target_rate) {
     try {
       audio.samples = resample(audio.samples, static_cast<double>(audio.sample_rate),

@@ -4,7 +4,11 @@
 #include <limits>
 #include <map>
 #include <cmath>
+#include <cstring>
+#include <mutex>
+#include <tuple>
 #include <numeric>
+#include <sstream>
 #include <stdexcept>
 
 #include <ATen/Parallel.h>
@@ -16,6 +20,130 @@
 namespace workbench {
 
 TrainBatcher::~TrainBatcher() = default;
+
+namespace {
+
+// Batcher states are plain text: "<kind> <size of the data> <engine> ..." and lists as "<n> <i1> ... <in>".
+void write_batches(std::ostream& out, const std::vector<std::vector<std::size_t>>& batches) {
+  out << ' ' << batches.size();
+  for (const auto& b : batches) {
+    out << ' ' << b.size();
+    for (auto i : b) out << ' ' << i;
+  }
+}
+
+std::vector<std::vector<std::size_t>> read_batches(std::istream& in, std::size_t examples) {
+  std::size_t n = 0;
+  in >> n;
+  std::vector<std::vector<std::size_t>> batches;
+  for (std::size_t b = 0; in && b < n; ++b) {
+    std::size_t size = 0;
+    in >> size;
+    std::vector<std::size_t> batch(size);
+    for (auto& i : batch) {
+      in >> i;
+      if (i >= examples) in.setstate(std::ios::failbit);
+    }
+    batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+std::ostringstream state_header(const char* kind, const PreparedData& data, const std::mt19937_64& rng) {
+  std::ostringstream out;
+  out << kind << ' ' << data.size() << ' ' << rng;
+  return out;
+}
+
+// Reads the header state_header wrote; DataError when it is another kind's or another data's.
+std::istringstream read_header(const std::string& state, const char* kind, const PreparedData& data,
+                               std::mt19937_64& rng) {
+  std::istringstream in(state);
+  std::string k;
+  std::size_t n = 0;
+  in >> k >> n;
+  if (k != kind || n != data.size())
+    throw DataError(fmt::format("[data.{}]: the checkpoint's batcher state is of a {} over {} examples, not of a "
+                                "{} over {} (other data or batching than the run it continues?)",
+                                data.name, k.empty() ? "?" : k, n, kind, data.size()));
+  in >> rng;
+  return in;
+}
+
+void check_read(const std::istream& in, const PreparedData& data) {
+  if (in.fail()) throw DataError(fmt::format("[data.{}]: the checkpoint's batcher state is unreadable", data.name));
+}
+
+// The process-wide feature cache (data.h). Keys hold the settings as text, so that two runs with any
+// setting apart never share features.
+struct FeatureCache {
+  struct Key {
+    std::string settings;
+    std::uint64_t hash = 0;
+    std::size_t samples = 0;
+    bool operator<(const Key& o) const {
+      return std::tie(hash, samples, settings) < std::tie(o.hash, o.samples, o.settings);
+    }
+  };
+  std::mutex mutex;
+  std::map<Key, torch::Tensor> entries;
+  std::size_t bytes = 0, hits = 0, misses = 0;
+  std::size_t limit = std::size_t{4} << 30;
+};
+
+FeatureCache& feature_cache() {
+  static FeatureCache cache;
+  return cache;
+}
+
+std::string settings_key(const FeatureSettings& s) {
+  const FbankOptions& f = s.fbank;
+  return fmt::format("{:a} {:a} {:a} {:a} {:a} {:a} {:a} {} {} {} {} {} {} {} {} {}", f.sample_rate(),
+                     f.frame_length_ms(), f.frame_shift_ms(), f.preemphasis(), f.low_freq(), f.high_freq(),
+                     f.dither(), f.num_mel_bins(), f.remove_dc_offset(), f.snip_edges(), f.window(), f.use_energy(),
+                     f.round_to_power_of_two(), f.use_log_fbank(), f.use_power(), s.utterance_cmvn);
+}
+
+// A 64-bit hash of the samples' bits, a word at a time (FNV-1a's prime over 8-byte words, then a
+// final avalanche); with the count and the settings in the key, a collision is not a practical concern.
+std::uint64_t samples_hash(const std::vector<float>& samples) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(samples.data());
+  const std::size_t n = samples.size() * sizeof(float);
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, bytes + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace
+
+FeatureCacheStats feature_cache_stats() {
+  FeatureCache& c = feature_cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return {c.entries.size(), c.bytes, c.hits, c.misses};
+}
+
+void clear_feature_cache() {
+  FeatureCache& c = feature_cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  c.entries.clear();
+  c.bytes = c.hits = c.misses = 0;
+}
+
+void set_feature_cache_limit(std::size_t bytes) {
+  FeatureCache& c = feature_cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  c.limit = bytes;
+}
 
 PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<Utterance>&& utterances,
                           const FeatureSettings& settings, const Vocabulary* vocabulary, double max_seconds) {
@@ -31,11 +159,30 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
     keep[i] = ok;
   }
   std::vector<torch::Tensor> features(utterances.size());
+  FeatureCache& cache = feature_cache();
+  const bool cacheable = kind != BatchKind::Text;
+  const std::string settings_text = cacheable ? settings_key(settings) : std::string();
+  std::vector<FeatureCache::Key> keys(cacheable ? utterances.size() : 0);
+  std::size_t hits = 0;
+  if (cacheable) {
+    for (std::size_t i = 0; i < utterances.size(); ++i)
+      if (keep[i]) keys[i] = {settings_text, samples_hash(utterances[i].samples), utterances[i].samples.size()};
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    for (std::size_t i = 0; i < utterances.size(); ++i) {
+      if (!keep[i]) continue;
+      auto it = cache.entries.find(keys[i]);
+      if (it == cache.entries.end()) continue;
+      features[i] = it->second;
+      ++hits;
+    }
+    cache.hits += hits;
+  }
   // Per-utterance work is small, so parallelise across utterances; ops inside run single-threaded.
   at::parallel_for(0, static_cast<std::int64_t>(utterances.size()), 1, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
       auto& u = utterances[static_cast<std::size_t>(i)];
       if (!keep[static_cast<std::size_t>(i)] || kind == BatchKind::Text) continue;
+      if (features[static_cast<std::size_t>(i)].defined()) continue;  // from the cache
       auto wave = torch::from_blob(u.samples.data(), {static_cast<std::int64_t>(u.samples.size())}, torch::kFloat32)
                       .mul(32768.0f);  // Kaldi's convention: int16 units
       auto f = compute_fbank(wave, settings.fbank);
@@ -43,9 +190,22 @@ PreparedData prepare_data(const std::string& name, BatchKind kind, std::vector<U
       features[static_cast<std::size_t>(i)] = f.contiguous();
     }
   });
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    for (std::size_t i = 0; i < utterances.size(); ++i) {
+      if (!keep[i] || !features[i].defined()) continue;
+      const std::size_t bytes = static_cast<std::size_t>(features[i].numel()) * sizeof(float);
+      if (cache.bytes + bytes > cache.limit) break;
+      if (cache.entries.emplace(keys[i], features[i]).second) {
+        cache.bytes += bytes;
+        ++cache.misses;
+      }
+    }
+  }
   PreparedData out;
   out.name = name;
   out.kind = kind;
+  out.cached_features = hits;
   for (std::size_t i = 0; i < utterances.size(); ++i) {
     if (!keep[i]) continue;
     auto& u = utterances[i];
@@ -149,6 +309,27 @@ std::vector<std::size_t> BucketBatcher::next_indices() {
 
 Batch BucketBatcher::next() { return collate(data_, next_indices()); }
 
+std::string BucketBatcher::state() const {
+  auto out = state_header("bucket", data_, rng_);
+  out << ' ' << epoch_ << ' ' << cursor_;
+  write_batches(out, plan_);
+  return out.str();
+}
+
+void BucketBatcher::restore(const std::string& state) {
+  std::mt19937_64 rng;
+  auto in = read_header(state, "bucket", data_, rng);
+  std::int64_t epoch = 0;
+  std::size_t cursor = 0;
+  in >> epoch >> cursor;
+  auto plan = read_batches(in, data_.size());
+  check_read(in, data_);
+  rng_ = rng;
+  epoch_ = epoch;
+  cursor_ = cursor;
+  plan_ = std::move(plan);
+}
+
 std::vector<Batch> BucketBatcher::all() const {
   std::vector<Batch> out;
   for (const auto& idx : make_plan(nullptr)) out.push_back(collate(data_, idx));
@@ -218,6 +399,21 @@ std::vector<std::size_t> LanguageSampler::next_indices() {
 
 Batch LanguageSampler::next() { return collate(data_, next_indices()); }
 
+std::string LanguageSampler::state() const {
+  auto out = state_header("language_sampler", data_, rng_);
+  write_batches(out, {queue_.begin(), queue_.end()});
+  return out.str();
+}
+
+void LanguageSampler::restore(const std::string& state) {
+  std::mt19937_64 rng;
+  auto in = read_header(state, "language_sampler", data_, rng);
+  auto queue = read_batches(in, data_.size());
+  check_read(in, data_);
+  rng_ = rng;
+  queue_.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.end()));
+}
+
 std::vector<std::size_t> shard_rows(std::size_t global_size, int rank, int world) {
   std::vector<std::size_t> rows;
   for (std::size_t i = static_cast<std::size_t>(rank); i < global_size; i += static_cast<std::size_t>(world))
@@ -226,10 +422,16 @@ std::vector<std::size_t> shard_rows(std::size_t global_size, int rank, int world
 }
 
 ShardedBatcher::ShardedBatcher(const PreparedData& data, std::function<std::vector<std::size_t>()> draw, int rank,
-                               int world, std::shared_ptr<void> keep)
-    : data_(data), draw_(std::move(draw)), rank_(rank), world_(world), keep_(std::move(keep)) {
+                               int world, std::shared_ptr<TrainBatcher> source)
+    : data_(data), draw_(std::move(draw)), rank_(rank), world_(world), source_(std::move(source)) {
   if (world_ < 1 || rank_ < 0 || rank_ >= world_)
     throw std::invalid_argument(fmt::format("ShardedBatcher: rank {} is not in a world of {}", rank_, world_));
+}
+
+std::string ShardedBatcher::state() const { return source_ ? source_->state() : std::string(); }
+
+void ShardedBatcher::restore(const std::string& state) {
+  if (source_) source_->restore(state);
 }
 
 Batch ShardedBatcher::next() {

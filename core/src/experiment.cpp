@@ -434,13 +434,13 @@ ExperimentConfig ExperimentFile::resolve(const SchemaLookup& lookup) const {
   const Impl& im = *impl_;
   ExperimentConfig cfg;
   cfg.path = im.path;
-  static const std::set<std::string> top = {"experiment", "plugins",    "frontend",   "trainer", "init",
-                                            "data",       "model",      "objectives", "evaluators", "stages"};
+  static const std::set<std::string> top = {"experiment", "plugins",    "frontend",   "trainer",    "init", "data",
+                                            "model",      "objectives", "evaluators", "stages", "sweep"};
   for (const auto& [key, node] : im.root) {
     std::string k(key.str());
     if (!top.count(k))
       throw ConfigError(fmt::format("{}: unknown section '{}'.{} Allowed sections: experiment, plugins, frontend, "
-                                    "trainer, init, data, model, objectives, evaluators, stages",
+                                    "trainer, init, data, model, objectives, evaluators, stages, sweep",
                                     im.key_origin(k, key, node), k,
                                     did_you_mean(k, std::vector<std::string>(top.begin(), top.end()))));
   }

@@ -178,6 +178,30 @@ const RuntimeInfo& Runner::configure_runtime() {
   return *impl_->runtime;
 }
 
+namespace {
+
+// Audio shorter than one analysis frame has no features: a clear error naming the file, or with
+// on_bad_audio = "skip" one more skipped file, rather than an utterance that silently disappears.
+void drop_subframe_audio(std::vector<Utterance>& utterances, const FbankOptions& fbank, const std::string& data,
+                         const std::string& on_bad_audio, std::vector<std::pair<std::string, std::string>>& skipped) {
+  std::vector<Utterance> kept;
+  kept.reserve(utterances.size());
+  for (auto& u : utterances) {
+    if (u.samples.empty() || fbank_num_frames(static_cast<std::int64_t>(u.samples.size()), fbank) > 0) {
+      kept.push_back(std::move(u));
+      continue;
+    }
+    const std::string why = fmt::format("{} samples ({:.1f} ms at {:.0f} Hz), shorter than one {:g} ms frame: no features",
+                                        u.samples.size(), 1000.0 * static_cast<double>(u.samples.size()) / fbank.sample_rate(),
+                                        fbank.sample_rate(), fbank.frame_length_ms());
+    if (on_bad_audio != "skip") throw DataError(fmt::format("[data.{}] {}: {}", data, u.path, why));
+    skipped.emplace_back(u.path, why);
+  }
+  utterances = std::move(kept);
+}
+
+}  // namespace
+
 void Runner::prepare_data() {
   Impl& im = *impl_;
   const auto& cfg = im.cfg();
@@ -208,6 +232,7 @@ void Runner::prepare_data() {
     }
     kinds[d.name] = kind;
     raw[d.name] = dataset->load(ctx);
+    if (ctx.load_audio) drop_subframe_audio(raw[d.name], features.fbank, d.name, data_options.on_bad_audio(), skipped);
     if (data_options.on_bad_audio() == "skip") {
       for (const auto& [path, why] : skipped)
         std::fprintf(stderr, "  [data.%s] skipped %s: %s\n", d.name.c_str(), path.c_str(), why.c_str());
@@ -229,8 +254,11 @@ void Runner::prepare_data() {
   // Fine-tuning keeps the checkpoint's vocabulary, so that its output layers line up; characters the new
   // data adds map to unknown.
   // A new head (CTC, RNN-T) is sized from this run's data unless loaded weights index the vocabulary.
-  const bool checkpoint_vocabulary = cfg.init.uses_checkpoint_vocabulary(!cfg.text_embedding.plugin.empty());
-  if (const std::string& init = cfg.init.checkpoint(); checkpoint_vocabulary && !im.options.dry_run()) {
+  const std::string& resume = im.options.resume_from();
+  const bool checkpoint_vocabulary =
+      !resume.empty() || cfg.init.uses_checkpoint_vocabulary(!cfg.text_embedding.plugin.empty());
+  if (const std::string& init = resume.empty() ? cfg.init.checkpoint() : resume;
+      checkpoint_vocabulary && !im.options.dry_run()) {
     if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
     im.vocabulary = std::make_shared<const Vocabulary>(Vocabulary::deserialize(Trainer::checkpoint_vocabulary(init)));
     im.say(fmt::format("  vocabulary of {} symbols from {}", im.vocabulary->size(), init));
@@ -255,6 +283,11 @@ void Runner::prepare_data() {
       im.say(fmt::format("  data {:<8} {:6} sentences, {} characters (text)", name, p.size(), chars));
     } else {
       im.add("derived.data." + name + ".hours", p.seconds / 3600.0);
+      if (p.cached_features > 0) {
+        im.add("derived.data." + name + ".features_cached", static_cast<std::int64_t>(p.cached_features));
+        im.say(fmt::format("  data {:<8} features of {} of its utterances from this process's cache", name,
+                           p.cached_features));
+      }
       im.say(fmt::format("  data {:<8} {:6} utterances, {:.2f} h ({})", name, p.size(), p.seconds / 3600.0,
                          to_string(p.kind)));
     }
@@ -281,7 +314,7 @@ void Runner::prepare_data() {
       global.batch_seconds *= im.world();
       global.max_batch *= im.world();
       std::function<std::vector<std::size_t>()> draw;
-      std::shared_ptr<void> keep;
+      std::shared_ptr<TrainBatcher> keep;
       if (data_options.language_temperature() > 0) {
         auto sampler = std::make_shared<LanguageSampler>(p, global, data_options.language_temperature(), seed);
         for (const auto& [lang, q] : sampler->probabilities()) im.add("derived.data." + name + ".sampling." + lang, q);
@@ -305,7 +338,7 @@ void Runner::prepare_data() {
   im.model_ready = im.components_ready = im.connected = false;  // what was built on older data is stale
 }
 
-void Runner::build_model() {
+void Runner::build_model() try {
   Impl& im = *impl_;
   const auto& cfg = im.cfg();
   if (!im.data_ready) throw std::logic_error("Runner: prepare_data() before build_model()");
@@ -337,6 +370,12 @@ void Runner::build_model() {
   im.model = std::move(model);
   im.model_ready = true;
   im.components_ready = im.connected = false;
+} catch (const c10::Error& e) {
+  // Sizes within every plugin's bounds can still add up to more memory than there is.
+  const std::string what = e.what_without_backtrace();
+  if (what.find("can't allocate memory") == std::string::npos) throw;
+  throw ConfigError(fmt::format("building the model ran out of memory ({}); make [model.*] smaller",
+                                what.substr(0, what.find('\n'))));
 }
 
 void Runner::create_components() {
@@ -442,7 +481,7 @@ Trainer& Runner::make_trainer(RunRecorder& recorder, const std::string& checkpoi
   im.checkpoint_dir = checkpoints;
   if (!checkpoints.empty())
     im.trainer->set_checkpoint_directory(checkpoints, cfg.resolved_toml, im.vocabulary->serialize());
-  if (cfg.init.active()) {
+  if (cfg.init.active() && im.options.resume_from().empty()) {
     const std::string& init = cfg.init.checkpoint();
     if (init.empty()) throw std::logic_error("Runner: [init] from_run must be resolved to a checkpoint first");
     // Named components must each be in the checkpoint. [] = the model parts the checkpoint has (one
@@ -531,6 +570,11 @@ TrainResult Runner::run(RunRecorder& recorder, const std::string& checkpoint_dir
     return result;
   }
   make_trainer(recorder, checkpoint_dir);
+  if (const std::string& resume = im.options.resume_from(); !resume.empty()) {
+    im.trainer->resume(resume);
+    im.add("derived.resumed_from_step", im.trainer->steps_done());
+    im.say(fmt::format("  resumed at step {} from {}", im.trainer->steps_done(), resume));
+  }
   return train();
 }
 

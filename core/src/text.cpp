@@ -40,6 +40,33 @@ std::u32string utf8_decode(const std::string& text) {
   return out;
 }
 
+std::size_t invalid_utf8_at(const std::string& text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int extra = 0;
+    char32_t cp = 0, min = 0;
+    if ((c >> 5) == 0x6) extra = 1, cp = c & 0x1f, min = 0x80;
+    else if ((c >> 4) == 0xe) extra = 2, cp = c & 0x0f, min = 0x800;
+    else if ((c >> 3) == 0x1e) extra = 3, cp = c & 0x07, min = 0x10000;
+    else return i;
+    if (i + static_cast<std::size_t>(extra) >= n) return i;
+    for (int k = 1; k <= extra; ++k) {
+      if ((s[i + k] & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += static_cast<std::size_t>(extra) + 1;
+  }
+  return std::string::npos;
+}
+
 std::string utf8_encode(char32_t cp) {
   std::string out;
   if (cp < 0x80) {

@@ -1,5 +1,7 @@
 #include "workbench/trainer.h"
 
+#include "workbench/failpoint.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,8 +13,12 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <set>
+#include <sstream>
 
+#include <ATen/Context.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -664,6 +670,7 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
   archive.write("scheduler.warmup_steps", torch::tensor(impl_->options.warmup_steps()));
   archive.write("config_toml", c10::IValue(config_toml));
   archive.write("vocabulary", c10::IValue(vocabulary));
+  write_resume_state(archive);
   // The temporary name is unique per process, so that two writers never share one.
   const fs::path tmp = target.string() + fmt::format(".tmp-{}", ::getpid());
   std::string digest;
@@ -671,6 +678,7 @@ std::string Trainer::save_checkpoint(const std::string& path, const std::string&
     archive.save_to(tmp.string());
     sync_path(tmp);
     digest = sha256_file(tmp.string());  // of the bytes that become the checkpoint
+    failpoint("checkpoint.before_rename");
     fs::rename(tmp, target);
   } catch (...) {
     std::error_code ec;
@@ -737,6 +745,93 @@ std::vector<std::string> Trainer::load_checkpoint(const std::string& path, bool 
     }
   }
   return loaded;
+}
+
+// What a checkpoint needs besides weights, optimizer and step for an exact resume: torch's generators
+// (dropout, Gumbel noise), every batcher's place in its order, every loss's own engine, the log window so
+// far, and the best value and skip counts. Version 1 of these "resume." entries.
+void Trainer::write_resume_state(torch::serialize::OutputArchive& archive) const {
+  const Impl& im = *impl_;
+  archive.write("resume.version", torch::tensor(std::int64_t{1}));
+  auto generator_state = [](c10::Device device) {
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return gen.get_state();
+  };
+  archive.write("resume.torch_rng.cpu", generator_state(c10::Device(c10::DeviceType::CPU)), /*is_buffer=*/true);
+  if (!im.device.is_cpu()) archive.write("resume.torch_rng.device", generator_state(im.device), /*is_buffer=*/true);
+  for (const auto& [name, batcher] : im.train) archive.write("resume.batcher." + name, c10::IValue(batcher->state()));
+  for (const auto& o : im.objectives) archive.write("resume.loss." + o.name, c10::IValue(o.loss->random_state()));
+  std::string window = fmt::format("{} {:a} {} {} {}", im.window_steps, im.grad_norm_sum, im.skipped,
+                                   im.skipped_in_a_row, im.best ? fmt::format("{:a}", *im.best) : "none");
+  for (const auto& [key, sum] : im.sums)
+    window += fmt::format("\n{} {} {:a}", key, im.counts.at(key), sum.item<double>());
+  archive.write("resume.window", c10::IValue(window));
+}
+
+void Trainer::resume(const std::string& path) {
+  Impl& im = *impl_;
+  torch::serialize::InputArchive archive = open_checkpoint(path);
+  torch::Tensor version;
+  if (!archive.try_read("resume.version", version))
+    throw DataError(fmt::format("{}: written by a workbench whose checkpoints kept no random state or data order; "
+                                "a run cannot resume from it (fine-tune from it with [init] instead)",
+                                path));
+  if (version.item<std::int64_t>() != 1)
+    throw DataError(fmt::format("{}: resume state version {}, this build reads version 1", path,
+                                version.item<std::int64_t>()));
+  std::size_t tensors = 0;
+  for (auto& [name, m] : im.modules()) tensors += m->named_parameters().size() + m->named_buffers().size();
+  const auto loaded = load_checkpoint(path, /*with_optimizer=*/true, {}, /*require_each=*/false);
+  if (loaded.size() != tensors)
+    throw ConfigError(fmt::format("{}: holds {} of this run's {} tensors; it is not a checkpoint of this model", path,
+                                  loaded.size(), tensors));
+  auto set_generator = [&](const std::string& key, c10::Device device) {
+    torch::Tensor state;
+    if (!archive.try_read(key, state, /*is_buffer=*/true))
+      throw DataError(fmt::format("{}: no '{}' to resume {}'s random numbers from", path, key, device.str()));
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+  };
+  set_generator("resume.torch_rng.cpu", c10::Device(c10::DeviceType::CPU));
+  if (!im.device.is_cpu()) set_generator("resume.torch_rng.device", im.device);
+  auto read_text = [&](const std::string& key, const std::string& what) {
+    c10::IValue v;
+    if (!archive.try_read(key, v))
+      throw DataError(fmt::format("{}: no state of {} (was it written by a run with other {}?)", path, what, what));
+    return v.toStringRef();
+  };
+  for (auto& [name, batcher] : im.train) batcher->restore(read_text("resume.batcher." + name, "[data." + name + "]"));
+  for (auto& o : im.objectives) {
+    const std::string state = read_text("resume.loss." + o.name, "objective '" + o.name + "'");
+    try {
+      o.loss->restore_random_state(state);
+    } catch (const std::exception& e) {
+      throw DataError(fmt::format("{}: objective '{}' (loss plugin {}) cannot take its random state back: {}", path,
+                                  o.name, o.plugin, e.what()));
+    }
+  }
+  std::istringstream window(read_text("resume.window", "the log window"));
+  std::string best, line;
+  auto hex = [](const std::string& text) { return std::strtod(text.c_str(), nullptr); };
+  std::string norm;
+  window >> im.window_steps >> norm >> im.skipped >> im.skipped_in_a_row >> best;
+  im.grad_norm_sum = hex(norm);
+  im.best = best == "none" ? std::nullopt : std::optional<double>(hex(best));
+  im.sums.clear();
+  im.counts.clear();
+  std::getline(window, line);
+  while (std::getline(window, line)) {
+    std::istringstream fields(line);
+    std::string key, sum;
+    std::int64_t count = 0;
+    fields >> key >> count >> sum;
+    im.sums[key] = torch::tensor(hex(sum), torch::kFloat64);
+    im.counts[key] = count;
+  }
+  if (window.bad()) throw DataError(fmt::format("{}: its log window is unreadable", path));
+  im.stage = im.stage_of(im.step);
 }
 
 std::string Trainer::checkpoint_vocabulary(const std::string& path) {

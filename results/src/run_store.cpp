@@ -1,5 +1,7 @@
 #include "workbench/run_store.h"
 
+#include "workbench/failpoint.h"
+
 #include <sqlite3.h>
 #include <fmt/format.h>
 
@@ -289,6 +291,29 @@ struct RunStore::Impl {
       txn.commit();
       version = target;
     }
+    add_views();
+  }
+
+  // views.sql's views, when one is missing: read first, so that a current file is not written to.
+  void add_views() {
+    const std::string sql(views_sql());
+    std::vector<std::string> names;
+    const std::string marker = "CREATE VIEW IF NOT EXISTS ";
+    for (auto pos = sql.find(marker); pos != std::string::npos; pos = sql.find(marker, pos + 1)) {
+      const auto start = pos + marker.size();
+      names.push_back(sql.substr(start, sql.find_first_of(" \n", start) - start));
+    }
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "'" : ", '") + n + "'";
+    auto count = [&] {
+      const std::string q = "SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name IN (" + list + ")";
+      return pragma_int(q.c_str());
+    };
+    if (names.empty() || count() == static_cast<std::int64_t>(names.size())) return;
+    Transaction txn(*this, "add views");
+    if (count() == static_cast<std::int64_t>(names.size())) return;  // another process added them
+    exec(sql, "add the views of results/views.sql");
+    txn.commit();
   }
 
   void insert_metric(std::int64_t run_id, const std::string& key, std::int64_t step, double value, double wall,
@@ -446,6 +471,7 @@ void RunStore::log_metrics(std::int64_t run, std::int64_t step,
   const double wall = unix_now();
   Impl::Transaction txn(s, "log_metrics");
   for (const auto& [key, value] : values) s.insert_metric(run, key, step, value, wall, "log_metrics");
+  failpoint("metrics.before_commit");
   txn.commit();
 }
 
@@ -466,6 +492,27 @@ void RunStore::finish_run(std::int64_t run, RunStatus status, const std::string&
   s.run(stmt, fmt::format("finish_run {}", run));
   if (sqlite3_changes(s.db.get()) == 0)
     throw StoreError(fmt::format("run store {}: finish_run: no run with id {}", s.path, run));
+}
+
+void RunStore::reopen_run(std::int64_t run, std::optional<std::int64_t> pid, const std::string& process_start) {
+  Impl& s = impl();
+  std::lock_guard lock(s.mutex);
+  sqlite3_stmt* stmt = s.cached(
+      "UPDATE runs SET status = 'running', ended_at = NULL, error_message = NULL, pid = ?1, process_start = ?2 "
+      "WHERE id = ?3");
+  StmtUse use(stmt);
+  if (pid)
+    s.bind(stmt, 1, *pid);
+  else
+    s.bind_null(stmt, 1);
+  if (process_start.empty())
+    s.bind_null(stmt, 2);
+  else
+    s.bind(stmt, 2, process_start);
+  s.bind(stmt, 3, run);
+  s.run(stmt, fmt::format("reopen_run {}", run));
+  if (sqlite3_changes(s.db.get()) == 0)
+    throw StoreError(fmt::format("run store {}: reopen_run: no run with id {}", s.path, run));
 }
 
 void RunStore::add_tags(std::int64_t run, const std::vector<std::pair<std::string, std::string>>& tags) {

@@ -44,9 +44,17 @@ class AudioError : public std::runtime_error {
 /// Throws AudioError if the file cannot be opened or is not a format libsndfile understands.
 AudioInfo probe_audio(const std::string& path);
 
+/// The longest file read_audio decodes by default (s): one hour, about 230 MB of float samples at 16 kHz.
+/// A speech corpus is cut into utterances; a file longer than this is a whole recording that was not.
+constexpr double kMaxAudioSeconds = 3600.0;
+
 /// Decodes the whole file at its native sample rate. Multi-channel audio is averaged to mono.
-/// Throws AudioError if the file cannot be opened or decoded, or if it contains no audio frames.
-Audio read_audio(const std::string& path);
+/// Throws AudioError, naming the file, if it cannot be opened or decoded, contains no audio frames, is
+/// longer than `max_seconds` (by its header, before anything is decoded, or while decoding when the header
+/// understates it), or holds fewer frames than its header promises (a truncated or corrupt file: FLAC and
+/// Ogg decoders stop early without an error, and a WAV whose data chunk is shorter than its header says).
+/// A WAV data size of 0 or 0xFFFFFFFF is the streaming writers' "unknown" and is accepted.
+Audio read_audio(const std::string& path, double max_seconds = kMaxAudioSeconds);
 
 /// Converts `in` (mono samples at `from_hz`) to `to_hz` with libsoxr's high-quality (SOXR_HQ, linear
 /// phase) resampler. The output has round(in.size() * to_hz / from_hz) samples and is time-aligned with
@@ -61,8 +69,8 @@ std::vector<float> resample(const std::vector<float>& in, double from_hz, double
 /// signal, or any I/O error (with libsndfile's message).
 void write_audio(const std::string& path, const Audio& audio);
 
-/// read_audio(path) followed by resample(..., target_rate). `target_rate` in Hz, must be > 0.
+/// read_audio(path, max_seconds) followed by resample(..., target_rate). `target_rate` in Hz, must be > 0.
 /// Throws AudioError (see read_audio and resample; resampling errors also name the path).
-Audio load_audio(const std::string& path, std::int64_t target_rate);
+Audio load_audio(const std::string& path, std::int64_t target_rate, double max_seconds = kMaxAudioSeconds);
 
 }  // namespace workbench

@@ -47,6 +47,16 @@ class Loss : public Component {
   /// `batch` is already on the training device and of one of the accepted kinds. An exception thrown
   /// here reaches the user with the objective's name and the step.
   virtual LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) = 0;
+
+  /// Resume: the state of the random streams this loss draws from itself (masks, distractors, negatives),
+  /// as text; every checkpoint keeps it, and `workbench resume` gives it back through restore_random_state,
+  /// so that a resumed run draws what an uninterrupted one would. engine_state() (random_state.h) writes a
+  /// std::mt19937_64's. Empty (the default): the loss draws nothing of its own; torch's generators (dropout,
+  /// Gumbel noise) are the trainer's to keep.
+  virtual std::string random_state() const { return {}; }
+  /// Resume: sets the streams to what random_state() returned. Throws std::invalid_argument for text it
+  /// did not write.
+  virtual void restore_random_state(const std::string& state) { (void)state; }
 };
 
 }  // namespace workbench

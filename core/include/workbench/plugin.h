@@ -38,7 +38,9 @@ namespace workbench {
 ///      capability, and EvalContext::examples (decoded examples kept in the run store).
 ///   5: BuildContext::on_bad_audio and skipped_audio, and load_utterance_audio(utterances, ctx): a dataset
 ///      can leave out the files it cannot decode ([data.<name>] on_bad_audio = "skip").
-constexpr std::uint32_t kPluginApiVersion = 5;
+///   6: Loss::random_state and restore_random_state (resumable runs), and random_state.h; read_audio and
+///      load_audio take a length limit (kMaxAudioSeconds) and refuse truncated files; invalid_utf8_at.
+constexpr std::uint32_t kPluginApiVersion = 6;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 

@@ -7,6 +7,9 @@ namespace workbench {
 
 /// Decodes UTF-8 into code points. Invalid bytes become U+FFFD.
 std::u32string utf8_decode(const std::string& text);
+/// The byte offset of the first byte that is not part of a well-formed UTF-8 sequence (RFC 3629: no
+/// overlong forms, no surrogates, nothing above U+10FFFF), or std::string::npos when the text is valid.
+std::size_t invalid_utf8_at(const std::string& text);
 std::string utf8_encode(const std::u32string& text);
 std::string utf8_encode(char32_t code_point);
 

@@ -28,6 +28,7 @@ struct PreparedData {
   std::vector<std::string> ids, langs, texts;
   std::vector<std::string> targets;                ///< translation targets ("" when none)
   double seconds = 0;                              ///< total audio (s)
+  std::size_t cached_features = 0;                 ///< how many features came from the process's cache
   std::size_t size() const { return ids.size(); }
   /// What batching sorts and budgets by: frames for audio, tokens for text.
   std::int64_t length(std::size_t i) const {
@@ -40,7 +41,19 @@ struct FeatureSettings {
   bool utterance_cmvn = true;
 };
 
-/// Computes features (in parallel over utterances) and encodes transcripts with `vocabulary` (may be
+/// The process's feature cache: prepare_data keeps each utterance's features, keyed by a 64-bit hash of
+/// its samples, their count and every feature setting, so that the runs of one process (a sweep's points
+/// and stages) compute the features of the same audio once and share the tensors (read-only). New
+/// entries stop once the cache holds `limit` bytes.
+struct FeatureCacheStats {
+  std::size_t entries = 0, bytes = 0, hits = 0, misses = 0;
+};
+FeatureCacheStats feature_cache_stats();
+void clear_feature_cache();
+/// Bytes of features the cache may hold (default 4 GiB; 0 turns caching off).
+void set_feature_cache_limit(std::size_t bytes);
+
+/// Computes features (in parallel over utterances; from the feature cache where it has them) and encodes transcripts with `vocabulary` (may be
 /// null: tokens stay empty). Utterances longer than `max_seconds` (> 0) and shorter than one frame are
 /// dropped; so are paired utterances with an empty transcript. The samples are released as it goes.
 /// Text data has no features: its examples are the non-empty texts.
@@ -70,6 +83,11 @@ class TrainBatcher {
   /// The trainer scales that batch's losses by it, so that the ranks' mean gradient is the gradient of
   /// the global batch's mean over rows (DDP's plain mean, when the shards are equal).
   virtual double share() const { return 1.0; }
+  /// Resume: where the batcher is in its order (random engine, epoch, position), as text that restore()
+  /// takes back; a restored batcher serves the batches an uninterrupted one would have served next.
+  virtual std::string state() const = 0;
+  /// Throws DataError when `state` is not one this kind of batcher wrote for the same data.
+  virtual void restore(const std::string& state) = 0;
 };
 
 /// Length-bucketed batches: each epoch sorts the examples by length (with a little seeded jitter so that
@@ -87,6 +105,8 @@ class BucketBatcher final : public TrainBatcher {
   BatchKind kind() const override { return data_.kind; }
   std::int64_t epoch() const { return epoch_; }
   std::size_t batches_per_epoch() const { return plan_.size(); }
+  std::string state() const override;
+  void restore(const std::string& state) override;
 
  private:
   /// With `jitter_rng`: jittered lengths and shuffled batch order; without: deterministic.
@@ -116,6 +136,8 @@ class LanguageSampler final : public TrainBatcher {
   std::vector<std::pair<std::string, double>> probabilities() const;
   /// The examples of the next batch, without collating (for tests and statistics).
   std::vector<std::size_t> next_indices();
+  std::string state() const override;
+  void restore(const std::string& state) override;
   static constexpr std::int64_t kPoolBatches = 16;
 
  private:
@@ -139,19 +161,23 @@ std::vector<std::size_t> shard_rows(std::size_t global_size, int rank, int world
 /// seen once per epoch, in the global order a single process with the whole budget would see.
 class ShardedBatcher final : public TrainBatcher {
  public:
-  /// `draw` gives the next global batch's examples of `data`; `keep` holds what draw needs alive.
+  /// `draw` gives the next global batch's examples of `data`; `source` is the batcher it draws from (kept
+  /// alive, and whose state() is this one's).
   ShardedBatcher(const PreparedData& data, std::function<std::vector<std::size_t>()> draw, int rank, int world,
-                 std::shared_ptr<void> keep = nullptr);
+                 std::shared_ptr<TrainBatcher> source = nullptr);
   /// This rank's rows of the next global batch; a Batch of no rows when the global one has <= rank.
   Batch next() override;
   BatchKind kind() const override { return data_.kind; }
   double share() const override { return share_; }
+  /// The source's; "" without one.
+  std::string state() const override;
+  void restore(const std::string& state) override;
 
  private:
   const PreparedData& data_;
   std::function<std::vector<std::size_t>()> draw_;
   int rank_, world_;
-  std::shared_ptr<void> keep_;
+  std::shared_ptr<TrainBatcher> source_;
   double share_ = 1.0;
 };
 

@@ -66,6 +66,10 @@ struct RunnerOptions {
   TORCH_ARG(bool, evaluate_only) = false;
   /// Print what each phase did to stderr.
   TORCH_ARG(bool, verbose) = true;
+  /// `workbench resume`: a checkpoint this experiment's run wrote; run() continues that run from it
+  /// (Trainer::resume) instead of starting at step 0. Its vocabulary is the checkpoint's, and [init] is not
+  /// loaded again (the checkpoint's weights already started from it).
+  TORCH_ARG(std::string, resume_from) = "";
 };
 
 /// What configure_runtime chose.

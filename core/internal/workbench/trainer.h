@@ -23,6 +23,10 @@
 #include "workbench/schedule.h"
 #include "workbench/trainer_options.h"
 
+namespace torch::serialize {
+class OutputArchive;
+}
+
 namespace workbench {
 
 using Metrics = std::vector<std::pair<std::string, double>>;
@@ -156,6 +160,14 @@ class Trainer {
                                            const std::vector<std::string>& components = {},
                                            bool require_each = true);
 
+  /// Continues the run a checkpoint of this trainer's experiment was written by, as if it had never
+  /// stopped: every tensor, the AdamW state, the step (and with it the schedule and the stage), torch's
+  /// random generators, each batcher's place in its data order, each loss's own random streams, the log
+  /// window and the best value so far. Then train() takes the steps that are left. Throws DataError for a
+  /// file that cannot be read or holds no resume state (written before they had one), ConfigError when it
+  /// is not a checkpoint of this model.
+  void resume(const std::string& path);
+
   /// The vocabulary a checkpoint was trained with (its serialize() form).
   static std::string checkpoint_vocabulary(const std::string& path);
 
@@ -170,6 +182,7 @@ class Trainer {
 
  private:
   void set_training(bool training);
+  void write_resume_state(torch::serialize::OutputArchive& archive) const;
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };

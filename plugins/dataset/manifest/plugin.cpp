@@ -37,6 +37,7 @@ class ManifestDataset final : public Dataset {
     path_ = o.get_string("path");
     if (path_.empty()) o.fail("path", "the manifest dataset needs path = \"<file.tsv>\"");
     lowercase_ = o.get_bool("lowercase");
+    allow_empty_text_ = o.get_bool("allow_empty_text");
   }
 
   BatchKind kind() const override { return BatchKind::Paired; }
@@ -64,6 +65,19 @@ class ManifestDataset final : public Dataset {
       if (cells.size() != column.size())
         throw DataError(fmt::format("{}:{}: expected {} tab-separated columns, found {}", path_, line_no, column.size(),
                                     cells.size()));
+      // A transcript that is not UTF-8 would become U+FFFD characters in the vocabulary and the scores.
+      for (const char* text_column : {"text", "target"}) {
+        if (!column.count(text_column)) continue;
+        const std::string& cell = cells[column[text_column]];
+        if (auto bad = invalid_utf8_at(cell); bad != std::string::npos)
+          throw DataError(fmt::format("{}:{}: the {} column is not valid UTF-8 (byte 0x{:02x} at byte {} of the cell); "
+                                      "convert the manifest to UTF-8 (iconv)",
+                                      path_, line_no, text_column, static_cast<unsigned char>(cell[bad]), bad + 1));
+      }
+      if (!allow_empty_text_ && normalize_space(cells[column["text"]]).empty())
+        throw DataError(fmt::format("{}:{}: the transcript is empty{}; leave the row out, or set allow_empty_text = "
+                                    "true for rows with speech only",
+                                    path_, line_no, cells[column["text"]].empty() ? "" : " (only white space)"));
       Utterance u;
       fs::path audio = cells[column["path"]];
       u.path = (audio.is_absolute() ? audio : base / audio).lexically_normal().string();
@@ -84,14 +98,17 @@ class ManifestDataset final : public Dataset {
   Options options_;
   std::string path_;
   bool lowercase_ = true;
+  bool allow_empty_text_ = false;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.2.0",  // 1.1: the target column; 1.2: on_bad_audio
+  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.3.0",  // 1.1: the target column; 1.2: on_bad_audio; 1.3: UTF-8 and empty transcripts refused
       "TSV manifest (columns path, text, lang; optional id and target, the translation; extra allowed) of audio in any format libsndfile reads",
       OptionSchema()
           .add_string("path", "", "the .tsv manifest (relative to the working directory)")
-          .add_bool("lowercase", true, "lower-case the transcripts"));
+          .add_bool("lowercase", true, "lower-case the transcripts")
+          .add_bool("allow_empty_text", false,
+                    "keep rows whose transcript is empty (speech-only rows; paired training leaves them out)"));
 }
 
 }  // namespace

@@ -129,16 +129,17 @@ class ConformerEncoder final : public Encoder {
 };
 
 PluginDescriptor describe() {
-  // 1.1: frontend, position, shaw_left, shaw_right
-  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.1.0",
+  // 1.1: frontend, position, shaw_left, shaw_right; 1.2: upper bounds on the sizes (an absurd one is an
+  // error at its line, not an allocation that fails or swaps)
+  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.2.0",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
       "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
       OptionSchema()
-          .add_int("d_model", 144, "model dimension D", 8)
-          .add_int("ffn_dim", 576, "feed-forward inner dimension (usually 4 D)", 1)
-          .add_int("heads", 4, "attention heads (D must be divisible by it)", 1)
-          .add_int("layers", 4, "Conformer blocks", 0)
-          .add_int("kernel_size", 31, "depthwise convolution kernel (odd)", 1)
+          .add_int("d_model", 144, "model dimension D", 8, 16384)
+          .add_int("ffn_dim", 576, "feed-forward inner dimension (usually 4 D)", 1, 65536)
+          .add_int("heads", 4, "attention heads (D must be divisible by it)", 1, 256)
+          .add_int("layers", 4, "Conformer blocks", 0, 256)
+          .add_int("kernel_size", 31, "depthwise convolution kernel (odd)", 1, 255)
           .add_choice("conv_norm", "batch", {"batch", "group", "layer"},
                       "norm in the conv module (mSLAM uses group norm for multimodal training)")
           .add_int("conv_norm_groups", 8, "groups for conv_norm = group", 1)
@@ -147,7 +148,7 @@ PluginDescriptor describe() {
           .add_choice("frontend", "subsampling", {"subsampling", "projection"},
                       "embed(): subsampling = Conv2D 4x over (time, mel), the speech encoder; projection = "
                       "Linear(input_dim, d_model) at the input frame rate, the shared encoder over speech-encoder output")
-          .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0)
+          .add_int("subsampling_channels", 0, "Conv2D channels of the subsampling (0 = d_model)", 0, 16384)
           .add_choice("position", "none", {"none", "relative_xl", "shaw"},
                       "positions in self-attention: none (original w2v-BERT), relative_xl (Transformer-XL, Dai et al. "
                       "2019 sec. 3.3) or shaw (Shaw et al. 2018, clipped relative key embeddings)")

@@ -10,6 +10,7 @@
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -48,6 +49,10 @@ class SpanBertLoss final : public Loss {
   std::vector<BatchKind> accepts() const override { return {BatchKind::Text, BatchKind::Paired}; }
   torch::nn::Module* module() override { return head_.get(); }
 
+  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
+  std::string random_state() const override { return engine_state(rng_); }
+  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
+
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& text = model.require_text_embedding("span_bert");
     model.require_shared_encoder("span_bert");
@@ -79,7 +84,7 @@ class SpanBertLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.1.0",  // 1.1: span_shape, span_length
+  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.2.0",  // 1.1: span_shape, span_length; 1.2: random state kept for resume
       "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder",
       OptionSchema()
           .add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)

@@ -15,6 +15,7 @@
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/random_state.h"
 #include "workbench/plugin.h"
 
 #include "negatives.h"
@@ -42,6 +43,10 @@ class StmLoss final : public Loss {
 
   std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
   torch::nn::Module* module() override { return head_.get(); }
+
+  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
+  std::string random_state() const override { return engine_state(rng_); }
+  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
 
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& speech = model.require_speech_encoder("stm");
@@ -81,7 +86,7 @@ class StmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.1.0",  // 1.1: negatives of the nearest length
+  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.2.0",  // 1.1: negatives of the nearest length; 1.2: random state kept for resume
       "speech-text matching on paired data: matched vs swapped transcripts, a binary classifier on "
                   "the pooled speech ++ text context vectors",
       OptionSchema()

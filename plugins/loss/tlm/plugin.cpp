@@ -30,6 +30,7 @@
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -105,6 +106,10 @@ class TlmLoss final : public Loss {
 
   std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
   torch::nn::Module* module() override { return heads_.get(); }
+
+  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
+  std::string random_state() const override { return engine_state(rng_); }
+  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
 
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& speech = model.require_speech_encoder("tlm");
@@ -186,7 +191,7 @@ class TlmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.0.0",  // 2.0: speech_codes gone, sized by connect()
+  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.1.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume
       "translation language modelling on paired data: masked text and speech codes predicted from "
                   "speech ++ text at the top of the shared encoder",
       OptionSchema()

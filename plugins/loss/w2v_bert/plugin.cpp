@@ -20,6 +20,7 @@
 #include "quantizer.h"
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -76,6 +77,10 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
   double gumbel_temperature(std::int64_t step) const {
     return std::max(t_end_, t_start_ * std::pow(t_decay_, static_cast<double>(step)));
   }
+
+  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
+  std::string random_state() const override { return engine_state(rng_); }
+  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
 
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) override {
     auto& speech = model.require_speech_encoder("w2v_bert");
@@ -155,7 +160,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.1.0",  // 1.1: mlm_target, valid-frame noise scale
+  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.2.0",  // 1.1: mlm_target, valid-frame noise scale; 1.2: random state kept for resume
       "w2v-BERT (Chung et al. 2021): span masking, Gumbel quantizer, InfoNCE at the top of the speech encoder, "
       "masked prediction of code ids at the top of the shared encoder",
       OptionSchema()

@@ -63,6 +63,10 @@ inline constexpr int kSchemaVersion = 4;
 /// The text of results/schema.sql (schema version 1), embedded at build time.
 std::string_view schema_sql();
 
+/// The text of results/views.sql (sweep_runs, metric_final, metric_best, run_pairs), embedded at build
+/// time: CREATE VIEW IF NOT EXISTS statements that RunStore applies to a database lacking one of them.
+std::string_view views_sql();
+
 /// One embedded migration: `sql` takes a database from schema version `version - 1` to `version`.
 /// `name` is its file name in results/migrations ("002_parents_tags_checkpoints.sql").
 struct Migration {
@@ -190,7 +194,8 @@ class RunStore {
   /// Opens or creates the database at `path` (creating missing parent directories; ":memory:" also
   /// works), enables WAL, a 10 s busy timeout and foreign keys, and brings the file's schema up to
   /// kSchemaVersion: schema.sql and every migration for a fresh file, the missing migrations for an
-  /// older one, one transaction per migration. A file already at kSchemaVersion is not written to.
+  /// older one, one transaction per migration; then results/views.sql's views, if one is missing. A file
+  /// already at kSchemaVersion with every view is not written to.
   /// Throws StoreError naming the path and SQLite's message if the file cannot be opened or created
   /// (e.g. the path is a directory), is not a SQLite database, a migration fails (the file then stays
   /// at the last version that committed), or has a newer schema version (the message names both).
@@ -219,6 +224,11 @@ class RunStore {
   /// overwrites the earlier end. Throws std::invalid_argument for RunStatus::Running and StoreError for
   /// an unknown run.
   void finish_run(std::int64_t run, RunStatus status, const std::string& error_message = "");
+  /// Marks an ended run running again, for `workbench resume`: status 'running', no ended_at or
+  /// error_message, and the process that continues it (RunInfo::pid, process_start). Its params, metrics
+  /// and checkpoints stay; a metric logged again at a step it already has replaces the value. Throws
+  /// StoreError for an unknown run.
+  void reopen_run(std::int64_t run, std::optional<std::int64_t> pid, const std::string& process_start);
   /// Records tags of a run in one transaction (all or none); a key recorded again for the same run
   /// replaces its value. Throws StoreError for an unknown run.
   void add_tags(std::int64_t run, const std::vector<std::pair<std::string, std::string>>& tags);
