@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "run_adapters.h"
 #include "workbench/error.h"
 #include "workbench/run_store.h"
 
@@ -21,12 +22,6 @@ namespace workbench::app {
 namespace {
 
 using results::RunStore;
-
-std::string quoted(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
 
 // Losses and error rates go down; accuracies, BLEU, F1 and recall go up. The same rule as
 // results/views.sql's metric_best.
@@ -139,7 +134,7 @@ int compare_command(const CompareArgs& args) {
     const std::string sql = fmt::format(
         "SELECT max(run_id), stage, point, seed FROM sweep_runs WHERE sweep = {}{} GROUP BY stage, point, seed "
         "ORDER BY min(run_id)",
-        quoted(args.sweep), args.stage.empty() ? "" : " AND stage = " + quoted(args.stage));
+        sql_literal(args.sweep), args.stage.empty() ? "" : " AND stage = " + sql_literal(args.stage));
     for (const auto& row : store.query_rows(sql).rows) {
       RunFacts f;
       f.id = std::stoll(row[0].value_or("0"));

@@ -37,6 +37,13 @@ class StoreRecorder final : public RunRecorder {
   std::int64_t run_;
 };
 
+/// `s` as an SQL string literal: in single quotes, each quote doubled ("it's" -> 'it''s').
+inline std::string sql_literal(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
 /// A typed param: strings unquoted (WHERE value_text = 'conformer'), numbers and booleans with value_num.
 results::Param to_param(const std::string& key, const OptionValue& value);
 std::vector<results::Param> to_params(const std::vector<std::pair<std::string, OptionValue>>& values);

@@ -45,13 +45,9 @@ std::string checkpoint_folder(const std::string& root, std::int64_t run) {
 
 // The run that wrote `checkpoint`, when this store recorded it.
 std::optional<std::int64_t> run_of_checkpoint(const RunStore& store, const std::string& checkpoint) {
-  std::string quoted;
-  for (char c : checkpoint) quoted += c == '\'' ? std::string("''") : std::string(1, c);
   const std::string absolute = fs::absolute(checkpoint).lexically_normal().string();
-  std::string quoted_abs;
-  for (char c : absolute) quoted_abs += c == '\'' ? std::string("''") : std::string(1, c);
-  auto rows = store.query_rows("SELECT run_id FROM checkpoints WHERE path IN ('" + quoted + "', '" + quoted_abs +
-                               "') ORDER BY run_id DESC LIMIT 1").rows;
+  auto rows = store.query_rows("SELECT run_id FROM checkpoints WHERE path IN (" + sql_literal(checkpoint) + ", " +
+                               sql_literal(absolute) + ") ORDER BY run_id DESC LIMIT 1").rows;
   if (rows.empty() || !rows[0][0]) return std::nullopt;
   return std::stoll(*rows[0][0]);
 }

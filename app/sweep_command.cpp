@@ -25,12 +25,6 @@ namespace {
 
 using results::RunStore;
 
-std::string quoted(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
 struct Existing {
   std::int64_t id = 0;
   std::string status;  ///< "crashed" for a run left running by a process that is gone
@@ -48,7 +42,7 @@ std::optional<Existing> find_run(const RunStore& store, const std::string& sweep
       "JOIN tags AS c ON c.run_id = r.id AND c.key = 'sweep.point' AND c.value = {} "
       "JOIN tags AS d ON d.run_id = r.id AND d.key = 'sweep.seed' AND d.value = {} "
       "ORDER BY r.id DESC LIMIT 1",
-      quoted(sweep), quoted(stage), quoted(point), quoted(std::to_string(seed)));
+      sql_literal(sweep), sql_literal(stage), sql_literal(point), sql_literal(std::to_string(seed)));
   auto rows = store.query_rows(sql).rows;
   if (rows.empty()) return std::nullopt;
   Existing e;

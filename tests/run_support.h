@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <torch/serialize/input-archive.h>
+#include <torch/types.h>
+
 #include "workbench/run_store.h"
 
 namespace workbench::testing {
@@ -61,6 +64,15 @@ inline bool wait_for_run(const std::string& db,
     }
   }
   return false;
+}
+
+/// The step a checkpoint file says it was written at; throws (c10::Error) when the file does not load.
+inline std::int64_t checkpoint_step(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  torch::Tensor step;
+  archive.read("step", step);
+  return step.item<std::int64_t>();
 }
 
 }  // namespace workbench::testing

@@ -251,11 +251,7 @@ TEST_CASE("e2e: killed inside a checkpoint write and inside a metrics transactio
     if (k.last_checkpoint > 0) CHECK(last.step == k.last_checkpoint);
     CHECK(last.step % 5 == 0);
     CHECK(last.sha256 == workbench::sha256_file(last.path));
-    torch::serialize::InputArchive archive;
-    archive.load_from(last.path);
-    torch::Tensor step;
-    archive.read("step", step);
-    CHECK(step.item<std::int64_t>() == last.step);
+    CHECK(checkpoint_step(last.path) == last.step);
 
     CommandResult resumed = run_workbench(dir, {"resume", std::to_string(id), "--db", db});
     INFO(resumed.err);
