@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -14,7 +15,12 @@ int inspect_audio_command(const InspectArgs& args) {
   Audio audio = load_audio(args.file, args.sample_rate);
   auto wave = torch::from_blob(audio.samples.data(), {static_cast<std::int64_t>(audio.samples.size())}, torch::kFloat32)
                   .mul(32768.0f);
-  auto feats = compute_fbank(wave, FbankOptions().num_mel_bins(args.num_mel_bins).sample_rate(args.sample_rate));
+  torch::Tensor feats;
+  try {
+    feats = compute_fbank(wave, FbankOptions().num_mel_bins(args.num_mel_bins).sample_rate(args.sample_rate));
+  } catch (const std::invalid_argument& e) {
+    throw AudioError(fmt::format("'{}': {}", args.file, e.what()));  // too short for one frame, most likely
+  }
   fmt::print("file:         {}\n", args.file);
   fmt::print("sample rate:  {} Hz (channels {}, {} frames)\n", info.sample_rate, info.channels, info.frames);
   fmt::print("duration:     {:.3f} s\n", static_cast<double>(info.frames) / static_cast<double>(info.sample_rate));

@@ -94,8 +94,13 @@ TEST_CASE("hostile audio: each damaged file is refused by read_audio, naming it 
     const std::string msg = audio_error(kHostile + file);
     CHECK_THAT(msg, Contains(kHostile + file) && Contains(expected));
   }
-  // Sub-frame audio decodes (160 samples); the run refuses it (below), where the frame length is known.
+  // Sub-frame audio decodes (160 samples); the run refuses it (below), where the frame length is known,
+  // and so does `workbench inspect-audio`, naming it.
   CHECK(read_audio(kHostile + "subframe.wav").samples.size() == 160);
+  TempDir dir("wbtest_hostile_inspect_");
+  CommandResult inspect = run_workbench(dir, {"inspect-audio", kHostile + "subframe.wav"});
+  CHECK(inspect.exit_code != 0);
+  CHECK_THAT(inspect.err, Contains(kHostile + "subframe.wav") && Contains("fewer than one window"));
 }
 
 TEST_CASE("hostile audio: a 2-hour file is refused by its header before anything is decoded", "[hostile][audio]") {
