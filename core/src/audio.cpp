@@ -87,13 +87,13 @@ Audio read_audio(const std::string& path, double max_seconds) {
   Audio audio;
   audio.sample_rate = info.samplerate;
   const double max_frames = max_seconds * static_cast<double>(info.samplerate);
-  auto too_long = [&](const char* by, double frames) {
-    return AudioError(fmt::format("cannot read {}: {} {:.0f} s long, over the limit of {:.0f} s (a whole recording? "
-                                  "cut it into utterances)",
-                                  quoted(path), by, frames / info.samplerate, max_seconds));
+  auto too_long = [&](const std::string& how_long) {
+    return AudioError(fmt::format("cannot read {}: {}, over the limit of {:.0f} s (a whole recording? cut it into "
+                                  "utterances)",
+                                  quoted(path), how_long, max_seconds));
   };
   const bool header_knows = info.frames > 0 && info.frames != SF_COUNT_MAX;
-  if (header_knows && static_cast<double>(info.frames) > max_frames) throw too_long("its header says it is", info.frames);
+  if (header_knows && static_cast<double>(info.frames) > max_frames) throw too_long(fmt::format("its header says it is {:.0f} s long", static_cast<double>(info.frames) / info.samplerate));
   // The header's frame count is a hint only (some containers do not know it, or overstate it),
   // so decode in blocks until end of stream.
   if (info.frames > 0 && info.frames < (std::int64_t{1} << 34)) {
@@ -112,7 +112,7 @@ Audio read_audio(const std::string& path, double max_seconds) {
       break;
     }
     if (static_cast<double>(audio.samples.size() + static_cast<std::size_t>(got)) > max_frames)
-      throw too_long("it decodes to more than", max_frames);
+      throw too_long(fmt::format("it decodes to more than {:.0f} s", max_seconds));
     if (channels == 1) {
       audio.samples.insert(audio.samples.end(), block.begin(), block.begin() + got);
     } else {

@@ -816,7 +816,8 @@ void Trainer::resume(const std::string& path) {
   std::string best, line;
   auto hex = [](const std::string& text) { return std::strtod(text.c_str(), nullptr); };
   std::string norm;
-  window >> im.window_steps >> norm >> im.skipped >> im.skipped_in_a_row >> best;
+  if (!(window >> im.window_steps >> norm >> im.skipped >> im.skipped_in_a_row >> best))
+    throw DataError(fmt::format("{}: its log window is unreadable", path));
   im.grad_norm_sum = hex(norm);
   im.best = best == "none" ? std::nullopt : std::optional<double>(hex(best));
   im.sums.clear();
@@ -826,11 +827,11 @@ void Trainer::resume(const std::string& path) {
     std::istringstream fields(line);
     std::string key, sum;
     std::int64_t count = 0;
-    fields >> key >> count >> sum;
-    im.sums[key] = torch::tensor(hex(sum), torch::kFloat64);
+    if (!(fields >> key >> count >> sum))
+      throw DataError(fmt::format("{}: its log window is unreadable at '{}'", path, line));
+    im.sums[key] = torch::tensor(hex(sum), torch::TensorOptions().dtype(torch::kFloat64).device(im.device));
     im.counts[key] = count;
   }
-  if (window.bad()) throw DataError(fmt::format("{}: its log window is unreadable", path));
   im.stage = im.stage_of(im.step);
 }
 
