@@ -30,6 +30,10 @@ function(workbench_add_plugin name)
     PREFIX ""
     OUTPUT_NAME "${name}"
     LIBRARY_OUTPUT_DIRECTORY "${out}")
+  # Inside the workbench's own build, the plugin reuses the precompiled LibTorch headers.
+  if(COMMAND workbench_reuse_pch)
+    workbench_reuse_pch(workbench_pch_pic ${name})
+  endif()
   if(NOT ARG_OUTPUT_DIRECTORY AND TARGET workbench_plugins)
     add_dependencies(workbench_plugins ${name})
     set_property(TARGET workbench_plugins APPEND PROPERTY WORKBENCH_BUILTIN_PLUGINS ${name})

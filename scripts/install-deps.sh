@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # toolchain
-  build-essential cmake ccache git pkg-config
+  build-essential cmake ccache git pkg-config lld
   # LibTorch (CPU, 1.13.1) and a fast BLAS for it; see README "BLAS"
   libtorch-dev libopenblas0-pthread
   # c10d's Gloo process group (data-parallel training): its headers
