@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ccache git pkg-config lld
+  # clang and its libFuzzer runtime: the fuzz targets (scripts/fuzz.sh, run by scripts/test.sh)
+  clang libclang-rt-14-dev
   # LibTorch (CPU, 1.13.1) and a fast BLAS for it; see README "BLAS"
   libtorch-dev libopenblas0-pthread
   # c10d's Gloo process group (data-parallel training): its headers

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a passing test suite: install the packages, build,
-# and run every Catch2 test through ctest.
+# run every Catch2 test through ctest, then each libFuzzer target for FUZZ_SECONDS (default 15; 0 skips
+# them) under ASan and UBSan (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh
-cd build
-ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@"
+(cd build && ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@")
+if [[ "${FUZZ_SECONDS:-15}" != 0 ]]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-15} ./scripts/fuzz.sh
+fi

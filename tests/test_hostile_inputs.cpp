@@ -214,6 +214,10 @@ TEST_CASE("e2e: hostile inputs end as failed runs with the file and the problem,
     const std::string no_lang = dir.file("no_lang.tsv");
     write_file(no_lang, "id\tpath\ttext\nx\t" + audio + "\tab\n");
     expect_failed_run("no_lang", experiment(no_lang), {no_lang + ":1", "the header has no 'lang' column"});
+    // A column named twice: it used to be reported at every row as a wrong number of columns.
+    const std::string twice = dir.file("twice.tsv");
+    write_file(twice, "id\tpath\ttext\ttext\tlang\nx\t" + audio + "\tab\tba\tzz\n");
+    expect_failed_run("twice", experiment(twice), {twice + ":1", "the header names the column 'text' twice"});
     const std::string missing = dir.file("audio/not_there.wav");
     expect_failed_run("missing_audio", experiment(manifest_with("missing_audio", "m\t" + missing + "\tab\tzz\n")),
                       {missing, "No such file"});

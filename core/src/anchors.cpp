@@ -1,19 +1,13 @@
 // Out-of-line destructors: the key functions that pin each interface's typeinfo and vtable to
-// libworkbench_core, so dynamic_cast and catch work the same in every plugin library.
+// libworkbench_core, so dynamic_cast and catch work the same in every plugin library. The errors'
+// destructors are in error.cpp, which needs no LibTorch (the fuzzers in fuzz/ link it).
 #include "workbench/dataset.h"
 #include "workbench/encoder.h"
-#include "workbench/error.h"
 #include "workbench/evaluator.h"
 #include "workbench/loss.h"
 #include "workbench/text_embedding.h"
 
 namespace workbench {
-
-Error::~Error() = default;
-ConfigError::~ConfigError() = default;
-PluginError::~PluginError() = default;
-DataError::~DataError() = default;
-Interrupted::~Interrupted() = default;
 
 Component::~Component() = default;
 Encoder::~Encoder() = default;

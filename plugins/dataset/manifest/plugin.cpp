@@ -2,34 +2,17 @@
 // (extra columns are allowed; `id` is used when present, and `target` is a speech translation's target
 // text). Audio may be in any format libsndfile reads (WAV, FLAC, Ogg/Vorbis, Ogg/Opus...) at any sample
 // rate; relative paths are relative to the manifest.
-#include <filesystem>
-#include <map>
-#include <sstream>
-
 #include <fmt/format.h>
 
 #include "workbench/dataset.h"
 #include "workbench/error.h"
 #include "workbench/io.h"
 #include "workbench/plugin.h"
-#include "workbench/text.h"
+
+#include "manifest_rows.h"
 
 namespace workbench::manifest {
 namespace {
-
-namespace fs = std::filesystem;
-
-std::vector<std::string> split_tabs(const std::string& line) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    auto tab = line.find('\t', start);
-    out.push_back(line.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
-    if (tab == std::string::npos) break;
-    start = tab + 1;
-  }
-  return out;
-}
 
 class ManifestDataset final : public Dataset {
  public:
@@ -43,53 +26,19 @@ class ManifestDataset final : public Dataset {
   BatchKind kind() const override { return BatchKind::Paired; }
 
   std::vector<Utterance> load(const BuildContext& ctx) override {
-    std::istringstream in(read_text_file(path_));
-    std::string line;
-    std::int64_t line_no = 0;
-    std::map<std::string, std::size_t> column;
+    ManifestParseOptions parse;
+    parse.lowercase = lowercase_;
+    parse.allow_empty_text = allow_empty_text_;
     std::vector<Utterance> out;
-    const fs::path base = fs::absolute(path_).parent_path();
-    while (std::getline(in, line)) {
-      ++line_no;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      auto cells = split_tabs(line);
-      if (column.empty()) {
-        for (std::size_t i = 0; i < cells.size(); ++i) column[cells[i]] = i;
-        for (const char* need : {"path", "text", "lang"})
-          if (!column.count(need))
-            throw DataError(fmt::format("{}:{}: the header has no '{}' column (need path, text, lang; got: {})", path_,
-                                        line_no, need, line));
-        continue;
-      }
-      if (cells.size() != column.size())
-        throw DataError(fmt::format("{}:{}: expected {} tab-separated columns, found {}", path_, line_no, column.size(),
-                                    cells.size()));
-      // A transcript that is not UTF-8 would become U+FFFD characters in the vocabulary and the scores.
-      for (const char* text_column : {"text", "target"}) {
-        if (!column.count(text_column)) continue;
-        const std::string& cell = cells[column[text_column]];
-        if (auto bad = invalid_utf8_at(cell); bad != std::string::npos)
-          throw DataError(fmt::format("{}:{}: the {} column is not valid UTF-8 (byte 0x{:02x} at byte {} of the cell); "
-                                      "convert the manifest to UTF-8 (iconv)",
-                                      path_, line_no, text_column, static_cast<unsigned char>(cell[bad]), bad + 1));
-      }
-      if (!allow_empty_text_ && normalize_space(cells[column["text"]]).empty())
-        throw DataError(fmt::format("{}:{}: the transcript is empty{}; leave the row out, or set allow_empty_text = "
-                                    "true for rows with speech only",
-                                    path_, line_no, cells[column["text"]].empty() ? "" : " (only white space)"));
+    for (ManifestRow& row : parse_manifest(read_text_file(path_), path_, parse)) {
       Utterance u;
-      fs::path audio = cells[column["path"]];
-      u.path = (audio.is_absolute() ? audio : base / audio).lexically_normal().string();
-      u.text = normalize_space(lowercase_ ? to_lower(cells[column["text"]]) : cells[column["text"]]);
-      u.lang = cells[column["lang"]];
-      // A speech translation manifest's target, normalised as the transcript is.
-      if (column.count("target"))
-        u.target = normalize_space(lowercase_ ? to_lower(cells[column["target"]]) : cells[column["target"]]);
-      u.id = column.count("id") ? cells[column["id"]] : fmt::format("{}:{}", path_, line_no);
+      u.id = std::move(row.id);
+      u.path = std::move(row.path);
+      u.text = std::move(row.text);
+      u.lang = std::move(row.lang);
+      u.target = std::move(row.target);  // a speech translation manifest's translation
       out.push_back(std::move(u));
     }
-    if (column.empty()) throw DataError(fmt::format("{}: the manifest is empty (no header line)", path_));
     load_utterance_audio(out, ctx, fmt::format("(listed in {})", path_));
     return out;
   }
@@ -102,7 +51,7 @@ class ManifestDataset final : public Dataset {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.3.0",  // 1.1: the target column; 1.2: on_bad_audio; 1.3: UTF-8 and empty transcripts refused
+  return describe_plugin<ManifestDataset>(PluginKind::Dataset, "manifest", "1.4.0",  // 1.1: the target column; 1.2: on_bad_audio; 1.3: UTF-8 and empty transcripts refused; 1.4: a header naming a column twice refused
       "TSV manifest (columns path, text, lang; optional id and target, the translation; extra allowed) of audio in any format libsndfile reads",
       OptionSchema()
           .add_string("path", "", "the .tsv manifest (relative to the working directory)")
