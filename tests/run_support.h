@@ -32,21 +32,28 @@ inline std::optional<std::string> scalar(const results::RunStore& store, const s
   return q.rows[0][0];
 }
 
-/// Starts `workbench run <exp> --db <db> <extra...>` in the background, its stderr going to `err`.
-inline pid_t start_run(const std::string& exp, const std::string& db, const std::string& err,
-                       const std::vector<std::string>& extra = {}) {
-  std::vector<std::string> args = {"workbench", "run", exp, "--db", db};
-  args.insert(args.end(), extra.begin(), extra.end());
+/// Starts `workbench <args...>` in the background, its stderr going to `err`; returns its pid.
+inline pid_t start_workbench(const std::vector<std::string>& args, const std::string& err) {
+  std::vector<std::string> argv_strings = {"workbench"};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   const pid_t child = ::fork();
   if (child == 0) {
     std::freopen(err.c_str(), "w", stderr);
     std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
+    for (auto& a : argv_strings) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execv(WORKBENCH_BINARY_DIR "/bin/workbench", argv.data());
     std::_Exit(127);
   }
   return child;
+}
+
+/// Starts `workbench run <exp> --db <db> <extra...>` in the background, its stderr going to `err`.
+inline pid_t start_run(const std::string& exp, const std::string& db, const std::string& err,
+                       const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> args = {"run", exp, "--db", db};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return start_workbench(args, err);
 }
 
 /// Waits up to 60 s until the first run in `db` satisfies `ready` (the store may not exist yet).

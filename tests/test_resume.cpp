@@ -10,10 +10,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -265,4 +269,154 @@ TEST_CASE("e2e: killed inside a checkpoint write and inside a metrics transactio
       CHECK(continued[i].value == reference[i].value);
     }
   }
+}
+
+namespace {
+
+// How a process is killed: at the n-th hit of a failpoint, or `delay` after it started.
+struct RandomKill {
+  std::string failpoint;  ///< "name:n", or empty for a kill after `delay`
+  std::chrono::milliseconds delay{0};
+  std::string describe() const {
+    if (!failpoint.empty()) return "failpoint " + failpoint;
+    if (delay >= std::chrono::minutes(1)) return "not killed";
+    return "SIGKILL " + std::to_string(delay.count()) + " ms after it started";
+  }
+};
+
+// Runs `workbench <args>` in the background and kills it as `kill` says. Returns the exit status as
+// waitpid reports it (the process may have finished before the kill came).
+int run_and_kill(const std::vector<std::string>& args, const std::string& err, const RandomKill& kill) {
+  if (!kill.failpoint.empty()) ::setenv("WORKBENCH_FAILPOINT", kill.failpoint.c_str(), 1);
+  const pid_t child = start_workbench(args, err);
+  ::unsetenv("WORKBENCH_FAILPOINT");
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + (kill.failpoint.empty() ? kill.delay : std::chrono::minutes(5));
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: killed at random points again and again, each time the store is intact and the run resumes, and "
+          "it ends with the losses of an uninterrupted run",
+          "[e2e][resume][crash][random]") {
+  // The points are drawn from a seed printed here; WORKBENCH_KILL_SEED=<seed> replays a failure.
+  const char* seed_env = std::getenv("WORKBENCH_KILL_SEED");
+  const unsigned seed = seed_env ? static_cast<unsigned>(std::strtoul(seed_env, nullptr, 10)) : std::random_device{}();
+  std::printf("random kill points: WORKBENCH_KILL_SEED=%u\n", seed);
+  std::fflush(stdout);
+  INFO("WORKBENCH_KILL_SEED=" << seed);
+  std::mt19937 rng(seed);
+
+  TempDir dir("wbtest_random_kill_");
+  const std::string manifest = write_manifest(dir, 6);
+  const std::string db = dir.file("runs.db");
+  constexpr int kSteps = 40;
+  const std::string exp = write_crash_experiment(dir, manifest, kSteps);
+  CommandResult whole = run_workbench(dir, {"run", exp, "--db", db});
+  INFO(whole.err);
+  REQUIRE(whole.exit_code == 0);
+  const auto reference = RunStore(db).metrics(1, "train/loss");
+  REQUIRE(reference.size() == kSteps);
+
+  // A kill anywhere: inside a checkpoint write, inside a metrics transaction, or at any moment (loading
+  // the data, building the model, mid-step, mid-evaluation, while the store is created).
+  // `from`: the step the process starts at, so that the n-th hit is one it reaches (a checkpoint every 5
+  // steps; a metrics transaction every step, and one per evaluation).
+  auto draw = [&](std::int64_t from) {
+    RandomKill k;
+    const int left = static_cast<int>(kSteps - from);
+    switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
+      case 0:
+        k.failpoint = "checkpoint.before_rename:" + std::to_string(std::uniform_int_distribution<int>(1, std::max(1, left / 5))(rng));
+        break;
+      case 1:
+        k.failpoint = "metrics.before_commit:" + std::to_string(std::uniform_int_distribution<int>(1, std::max(1, left))(rng));
+        break;
+      default: k.delay = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 1000)(rng));
+    }
+    return k;
+  };
+
+  std::int64_t id = 0;  // the run being trained (0: none recorded yet)
+  std::int64_t resume_step = 0;  // its newest checkpoint's step
+  std::vector<std::string> history;
+  int kills = 0;
+  for (int round = 0; round < 16; ++round) {
+    // The last rounds are not killed, so that the run ends.
+    const RandomKill kill = round < 8 ? draw(id == 0 ? 0 : resume_step) : RandomKill{"", std::chrono::minutes(5)};
+    const std::vector<std::string> args =
+        id == 0 ? std::vector<std::string>{"run", exp, "--db", db}
+                : std::vector<std::string>{"resume", std::to_string(id), "--db", db};
+    history.push_back(args[0] + " " + (id ? std::to_string(id) : std::string("(new run)")) + ", " + kill.describe());
+    std::ostringstream so_far;
+    for (const auto& h : history) so_far << "\n  " << h;
+    INFO("rounds:" << so_far.str());
+    const std::size_t runs_before = fs::exists(db) ? RunStore(db).runs().size() : 0;
+    const std::string err = dir.file("round" + std::to_string(round) + ".err");
+    const int status = run_and_kill(args, err, kill);
+    INFO("stderr: " << read_file(err));
+    const bool finished = WIFEXITED(status) && WEXITSTATUS(status) == 0;  // before the kill came
+    if (!finished) {
+      REQUIRE(WIFSIGNALED(status));
+      REQUIRE(WTERMSIG(status) == SIGKILL);
+      ++kills;
+    }
+    if (!fs::exists(db)) continue;
+    RunStore store(db);
+    CHECK(scalar(store, "PRAGMA integrity_check") == std::optional<std::string>("ok"));
+    const auto runs = store.runs();
+    if (id == 0) {
+      if (runs.size() == runs_before) continue;  // killed before it recorded the run: start again
+      id = runs.back().id;
+    }
+    // Killed after the run was recorded finished, while the process was ending: as good as finished.
+    if (finished || store.run(id).status == "finished") break;
+    CHECK(store.run(id).status == "running");
+    // What was committed is whole steps 1..L, as the uninterrupted run logged them.
+    const auto committed = store.metrics(id, "train/loss");
+    REQUIRE(committed.size() <= reference.size());
+    for (std::size_t i = 0; i < committed.size(); ++i) {
+      CHECK(committed[i].step == static_cast<std::int64_t>(i) + 1);
+      CHECK(committed[i].value == reference[i].value);
+    }
+    // Killed before its first checkpoint: nothing to resume, and resume says so; a new run starts over.
+    bool has_checkpoint = false;
+    for (const auto& c : store.checkpoints(id)) {
+      if (c.kind == "final") continue;
+      has_checkpoint = true;
+      resume_step = std::max(resume_step, c.step);
+      CHECK(c.sha256 == workbench::sha256_file(c.path));
+    }
+    if (!has_checkpoint) {
+      CommandResult refused = run_workbench(dir, {"resume", std::to_string(id), "--db", db});
+      CHECK(refused.exit_code != 0);
+      CHECK_THAT(refused.err, Contains("has no checkpoint to resume from"));
+      id = 0;
+      resume_step = 0;
+    }
+  }
+  REQUIRE(id != 0);
+  RunStore store(db);
+  CHECK(scalar(store, "PRAGMA integrity_check") == std::optional<std::string>("ok"));
+  const auto run = store.run(id);
+  CHECK(run.status == "finished");
+  const auto continued = store.metrics(id, "train/loss");
+  REQUIRE(continued.size() == reference.size());  // one row per step: nothing duplicated, nothing lost
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    INFO("step " << reference[i].step);
+    CHECK(continued[i].step == reference[i].step);
+    CHECK(continued[i].value == reference[i].value);
+  }
+  CHECK(store.metrics(id, "dev/cer").back().value == store.metrics(1, "dev/cer").back().value);
+  std::printf("random kill points: %d kills, then run %lld finished:\n", kills, static_cast<long long>(id));
+  for (const auto& h : history) std::printf("  %s\n", h.c_str());
 }
