@@ -14,6 +14,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "contrastive.h"
@@ -190,6 +191,49 @@ TEST_CASE("w2v_bert info_nce: unrelated vectors give about log(K + 1) and chance
   auto out2 = info_nce(c2, q2, few, kappa);
   CHECK(out2.loss.item<double>() == Approx(std::log(101.0) + 1.0 / (1024 * kappa * kappa) / 2).margin(0.1));
   CHECK(out2.accuracy.item<double>() < 0.05);
+}
+
+TEST_CASE("w2v_bert info_nce by blocks: the same loss, accuracy, chance and gradients as over one block and by hand",
+          "[w2v_bert][contrastive]") {
+  torch::manual_seed(11);
+  std::mt19937_64 rng(5);
+  // Rows of 7, 1 (no distractors), 0 and 12 masked frames, with some codes picked twice.
+  auto mask = torch::zeros({4, 20}, torch::kBool);
+  mask[0].narrow(0, 2, 7).fill_(true);
+  mask[1][5] = true;
+  mask[3].narrow(0, 0, 12).fill_(true);
+  const auto rows = masked_per_row(mask);
+  REQUIRE(rows == std::vector<std::int64_t>{7, 1, 0, 12});
+  auto distractors = sample_distractors(mask, 5, rng);
+  auto targets = torch::randn({20, 6});
+  targets[3] = targets[1];
+  targets[10] = targets[11];
+  auto context = torch::randn({20, 6});
+  const double kappa = 0.3;
+
+  auto run = [&](const std::vector<std::int64_t>& blocks) {
+    auto c = context.clone().requires_grad_(true), q = targets.clone().requires_grad_(true);
+    auto out = info_nce(c, q, distractors, kappa, blocks);
+    out.loss.backward();
+    return std::make_tuple(out, c.grad(), q.grad());
+  };
+  auto [blocked, c_grad, q_grad] = run(rows);
+  auto [whole, c_grad1, q_grad1] = run({});
+  const auto manual = manual_info_nce(context, targets, distractors, kappa);
+  CHECK(blocked.count.item<double>() == manual.count);
+  CHECK(blocked.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
+  CHECK(blocked.accuracy.item<double>() == Approx(manual.accuracy));
+  CHECK(blocked.loss.item<double>() == Approx(whole.loss.item<double>()).epsilon(1e-6));
+  CHECK(blocked.chance.item<double>() == Approx(whole.chance.item<double>()).epsilon(1e-6));
+  CHECK(torch::allclose(c_grad, c_grad1, 1e-5, 1e-7));
+  CHECK(torch::allclose(q_grad, q_grad1, 1e-5, 1e-7));
+  CHECK(c_grad.abs().sum().item<double>() > 0);
+  // Blocks that do not cover the frames are refused.
+  CHECK_THROWS_WITH(info_nce(context, targets, distractors, kappa, {7, 1}), Contains("sum to 8, not to the 20"));
+  // No masked frame at all.
+  auto empty = info_nce(torch::zeros({0, 6}), torch::zeros({0, 6}), torch::zeros({0, 5}, torch::kLong), kappa, {0, 0});
+  CHECK(empty.count.item<double>() == 0);
+  CHECK(empty.loss.item<double>() == 0.0);
 }
 
 TEST_CASE("w2v_bert info_nce matches the formula by hand, leaving out duplicates and unusable frames",

@@ -1,6 +1,9 @@
 #include "contrastive.h"
 
+#include <algorithm>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include <torch/utils.h>
 #include <vector>
@@ -46,18 +49,66 @@ torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K, std:
   return out;
 }
 
+std::vector<std::int64_t> masked_per_row(const torch::Tensor& mask) {
+  auto counts = mask.to(torch::kCPU).sum(1).to(torch::kInt64).contiguous();
+  const auto* c = counts.data_ptr<std::int64_t>();
+  return std::vector<std::int64_t>(c, c + counts.numel());
+}
+
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
-                           double kappa) {
+                           double kappa, const std::vector<std::int64_t>& rows) {
   namespace F = torch::nn::functional;
-  auto idx = distractors.to(context.device());
+  const std::int64_t M = context.size(0), K = distractors.size(1);
+  std::vector<std::int64_t> blocks = rows.empty() ? std::vector<std::int64_t>{M} : rows;
+  std::int64_t total = 0, N = 0;
+  for (auto n : blocks) total += n, N = std::max(N, n);
+  if (total != M)
+    throw std::invalid_argument("info_nce: the row sizes sum to " + std::to_string(total) + ", not to the " +
+                                std::to_string(M) + " frames");
+  // Each frame's block, its place in the block, and its distractors' places in the same block: built on
+  // the CPU, where the distractors were drawn, and moved in one copy each.
+  auto cpu_idx = distractors.to(torch::kCPU).contiguous();
+  auto block_of = torch::empty({M}, torch::kInt64), place = torch::empty({M}, torch::kInt64);
+  auto local = torch::empty({M, K}, torch::kInt64);
+  {
+    auto* bo = block_of.data_ptr<std::int64_t>();
+    auto* pl = place.data_ptr<std::int64_t>();
+    auto* lo = local.data_ptr<std::int64_t>();
+    const auto* id = cpu_idx.data_ptr<std::int64_t>();
+    std::int64_t m = 0, start = 0;
+    for (std::size_t r = 0; r < blocks.size(); ++r) {
+      for (std::int64_t i = 0; i < blocks[r]; ++i, ++m) {
+        bo[m] = static_cast<std::int64_t>(r);
+        pl[m] = i;
+        // -1 (no distractor) reads place 0 and is masked out below.
+        for (std::int64_t k = 0; k < K; ++k) lo[m * K + k] = id[m * K + k] < 0 ? 0 : id[m * K + k] - start;
+      }
+      start += blocks[r];
+    }
+  }
+  const auto device = context.device();
+  auto idx = cpu_idx.to(device);
+  block_of = block_of.to(device), place = place.to(device), local = local.to(device);
+
   auto c = F::normalize(context, F::NormalizeFuncOptions().dim(-1).eps(1e-6));
   auto q = F::normalize(targets, F::NormalizeFuncOptions().dim(-1).eps(1e-6));
-  auto safe = idx.clamp_min(0);
-  auto negatives = q.index({safe});                                            // (M, K, Dq)
-  auto candidates = torch::cat({q.unsqueeze(1), negatives}, 1);               // (M, K+1, Dq)
-  auto logits = torch::einsum("md,mkd->mk", {c, candidates}) / kappa;         // (M, K+1)
-  // A distractor identical to the true vector (the same code picked twice) cannot be told apart.
-  auto same = negatives.eq(q.unsqueeze(1)).all(-1);                          // (M, K)
+  const auto R = static_cast<std::int64_t>(blocks.size()), D = c.size(1);
+  auto c_blocks = torch::zeros({R, N, D}, c.options()).index_put({block_of, place}, c);
+  auto q_blocks = torch::zeros({R, N, D}, q.options()).index_put({block_of, place}, q);
+  auto cosines = torch::bmm(c_blocks, q_blocks.transpose(1, 2)) / kappa;  // (R, N, N)
+  auto positive = cosines.index({block_of, place, place}).unsqueeze(1);    // (M, 1)
+  auto negative = cosines.index({block_of.unsqueeze(1), place.unsqueeze(1), local});  // (M, K)
+  auto logits = torch::cat({positive, negative}, 1);                                  // (M, K+1)
+
+  // A distractor identical to the true vector (the same code picked twice) cannot be told apart. Equal
+  // vectors get equal ids, so the test is (M, K) integers rather than (M, K, Dq) floats.
+  torch::Tensor same;
+  if (M > 0) {
+    auto ids = std::get<1>(torch::unique_dim(q.detach(), 0, /*sorted=*/true, /*return_inverse=*/true));
+    same = ids.index({idx.clamp_min(0)}).eq(ids.unsqueeze(1));  // (M, K)
+  } else {
+    same = torch::zeros({0, K}, torch::TensorOptions().dtype(torch::kBool).device(device));
+  }
   // A frame counts when it has distractors and at least one of them differs from its target: with a
   // collapsed codebook every distractor is the target, and "picking" it would be trivially right.
   auto usable = (idx >= 0).all(1) & (~same).any(1);  // (M)

@@ -4,6 +4,7 @@
 // the same utterance, by cosine similarity over a temperature kappa.
 #include <cstdint>
 #include <random>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -30,10 +31,21 @@ struct ContrastiveOutput {
   torch::Tensor chance;
 };
 
+/// Masked frames per row of `mask` (B, T) bool: the block sizes sample_distractors draws within, in row
+/// order (they sum to M). Reads the mask on the CPU, as sample_distractors does.
+std::vector<std::int64_t> masked_per_row(const torch::Tensor& mask);
+
 /// InfoNCE. `context` and `targets` (M, Dq): the projected context vector and the quantized vector at
 /// each masked frame; `distractors` (M, K) from sample_distractors. Logits are cos(c, q) / kappa; a
 /// distractor equal to the true vector is set to -inf (it is not a negative), as in wav2vec 2.0.
+///
+/// `rows` (masked_per_row) says that the M frames come in consecutive blocks of these sizes and that each
+/// frame's distractors lie in its own block, as sample_distractors draws them. The logits are then read
+/// from one (rows, N, N) cosine matrix per block (N the largest block) by a gather, and no (M, K, Dq)
+/// tensor of distractor vectors is made: at base (M about 2000, K 100, Dq 768) that tensor and its
+/// gradient were 1.2 GB. Empty `rows`: one block of all M frames, for any indices.
+/// Throws std::invalid_argument when `rows` does not sum to M.
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
-                           double kappa);
+                           double kappa, const std::vector<std::int64_t>& rows = {});
 
 }  // namespace workbench::w2v_bert

@@ -109,7 +109,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     auto c = heads_->project(contrastive.x.index({mask}));   // (M, Dq)
     auto q = quantized.quantized.index({mask});              // (M, Dq)
     auto distractors = sample_distractors(mask, distractors_, rng_);
-    auto nce = info_nce(c, q, distractors, kappa_);
+    auto nce = info_nce(c, q, distractors, kappa_, masked_per_row(mask));
 
     // Masked prediction at the top of the shared encoder, against the (detached) code ids.
     auto context = model.shared_from_speech(contrastive);
