@@ -19,6 +19,7 @@
 #include "workbench/data.h"
 #include "workbench/error.h"
 #include "workbench/io.h"
+#include "workbench/prefetch.h"
 #include "workbench/schedule.h"
 #include "workbench/trainer.h"
 #include "workbench/vocabulary.h"
@@ -420,6 +421,62 @@ TEST_CASE("BucketBatcher: a state restored into a new batcher serves what the fi
   CHECK_THROWS_AS(small.restore("bucket 10 garbage"), DataError);
   BucketBatcher fresh(other, o, 7);
   CHECK(small.next_indices() == fresh.next_indices());
+}
+
+namespace {
+
+// Fails at its second batch; its state is how many batches it was asked for.
+struct FailingBatcher final : TrainBatcher {
+  int asked = 0;
+  Batch next() override {
+    if (++asked == 2) throw DataError("batch 2 is unreadable");
+    Batch b;
+    b.ids = {std::to_string(asked)};
+    return b;
+  }
+  BatchKind kind() const override { return BatchKind::Text; }
+  std::string state() const override { return std::to_string(asked); }
+  void restore(const std::string& s) override { asked = std::stoi(s); }
+};
+
+}  // namespace
+
+TEST_CASE("PrefetchBatcher: the wrapped batcher's batches and states, made one step ahead", "[data][batcher][prefetch]") {
+  auto data = prepare_data("train", BatchKind::Paired, corpus(20), FeatureSettings{}, nullptr, 0.0);
+  BatchingOptions o;
+  o.batch_seconds = 4.0;
+  o.max_batch = 6;
+  o.shuffle = true;
+  PrefetchBatcher ahead(std::make_shared<BucketBatcher>(data, o, 7));
+  BucketBatcher plain(data, o, 7);
+  CHECK(ahead.kind() == BatchKind::Paired);
+  std::string state_at_5;
+  for (int i = 0; i < 12; ++i) {  // over two epochs
+    INFO("batch " << i);
+    // Batch 5 has been made ahead by now; the state is the one before it, as the plain batcher's is.
+    if (i == 5) {
+      state_at_5 = ahead.state();
+      CHECK(state_at_5 == plain.state());
+    }
+    Batch a = ahead.next(), b = plain.next();
+    CHECK(a.ids == b.ids);
+    CHECK(torch::equal(a.features, b.features));
+    CHECK(torch::equal(a.feature_lengths, b.feature_lengths));
+    CHECK(torch::equal(a.tokens, b.tokens));
+    CHECK(ahead.share() == 1.0);
+  }
+  // restore() drops the batch made ahead: from the state of batch 5, batch 5 comes next.
+  ahead.restore(state_at_5);
+  BucketBatcher resumed(data, o, 12345);
+  resumed.restore(state_at_5);
+  for (int i = 0; i < 4; ++i) CHECK(ahead.next().ids == resumed.next().ids);
+
+  // A batch that fails while made ahead fails the next() that would have returned it, and no other.
+  PrefetchBatcher failing(std::make_shared<FailingBatcher>());
+  CHECK(failing.next().ids == std::vector<std::string>{"1"});
+  CHECK_THROWS_WITH(failing.next(), Contains("batch 2 is unreadable"));
+  CHECK(failing.next().ids == std::vector<std::string>{"3"});
+  CHECK(failing.state() == "3");  // the state before batch 4, made ahead
 }
 
 TEST_CASE("feature cache: the same audio and settings computed once per process, any other setting apart",

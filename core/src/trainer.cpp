@@ -27,6 +27,7 @@
 #include <torch/utils.h>
 
 #include "workbench/error.h"
+#include "workbench/prefetch.h"
 #include "workbench/progress.h"
 #include "workbench/runtime.h"
 #include "workbench/sha256.h"
@@ -110,6 +111,10 @@ struct Trainer::Impl {
   std::map<std::string, std::int64_t> counts;
   std::int64_t window_steps = 0, skipped = 0, skipped_in_a_row = 0;
   double grad_norm_sum = 0;
+  // Wall time per step in this process's part of the log window: the step, and the part of it spent
+  // waiting for training batches (not saved for resume: a resumed window counts its own steps).
+  double step_seconds_sum = 0, data_wait_seconds_sum = 0;
+  std::int64_t timed_steps = 0;
   clock_type::time_point rate_start = clock_type::now();
   std::int64_t rate_steps = 0;
   double steps_per_second = 0;
@@ -226,6 +231,8 @@ Trainer::Trainer(TrainerOptions options, ModelParts model, std::vector<Objective
   im.objectives = std::move(objectives);
   im.evaluators = std::move(evaluators);
   im.train = std::move(train);
+  if (im.options.prefetch())
+    for (auto& [name, batcher] : im.train) batcher = std::make_shared<PrefetchBatcher>(std::move(batcher));
   im.eval = std::move(eval);
   std::set<std::string> names;
   for (const auto& o : im.objectives) {
@@ -391,6 +398,8 @@ Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) 
 
 StepResult Trainer::step() {
   Impl& im = *impl_;
+  const auto step_start = clock_type::now();
+  double data_wait = 0;
   im.sync_freezing();
   const std::int64_t s = im.step;
   const std::int64_t total = im.options.steps();
@@ -414,7 +423,9 @@ StepResult Trainer::step() {
     double share = 1.0;
     try {
       TrainBatcher& batcher = *im.train.at(obj->data);
+      const auto wait_start = clock_type::now();
       Batch batch = batcher.next();
+      data_wait += std::chrono::duration<double>(clock_type::now() - wait_start).count();
       share = batcher.share();
       if (batch.size() == 0) continue;  // this rank's shard of a global batch too small to reach it
       out = obj->loss->compute(batch.to(im.device), im.model, info);
@@ -493,6 +504,9 @@ StepResult Trainer::step() {
   }
   if (logged_sum.defined()) im.accumulate("train/loss", logged_sum);
   ++im.window_steps;
+  im.step_seconds_sum += std::chrono::duration<double>(clock_type::now() - step_start).count();
+  im.data_wait_seconds_sum += data_wait;
+  ++im.timed_steps;
   im.step = s + 1;
 
   ++im.rate_steps;
@@ -513,6 +527,10 @@ Metrics Trainer::log() {
   m.emplace_back("train/lr", im.last_lr);
   m.emplace_back("train/grad_norm", im.grad_norm_sum / static_cast<double>(im.window_steps));
   m.emplace_back("train/steps_per_second", im.steps_per_second);
+  if (im.timed_steps > 0) {
+    m.emplace_back("train/step_ms", 1e3 * im.step_seconds_sum / static_cast<double>(im.timed_steps));
+    m.emplace_back("train/data_wait_ms", 1e3 * im.data_wait_seconds_sum / static_cast<double>(im.timed_steps));
+  }
   m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
   m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));
   if (im.hooks.reduce_metrics) m = im.hooks.reduce_metrics(m);
@@ -521,6 +539,8 @@ Metrics Trainer::log() {
   im.counts.clear();
   im.window_steps = 0;
   im.grad_norm_sum = 0;
+  im.step_seconds_sum = im.data_wait_seconds_sum = 0;
+  im.timed_steps = 0;
   if (im.hooks.on_log) im.hooks.on_log(im.step, m);
   return m;
 }

@@ -57,7 +57,9 @@ const OptionSchema& TrainerOptions::schema() {
                       "an evaluation metric (\"dev/cer\"): the checkpoint at its best value is kept as best.pt")
           .add_choice("keep_best_mode", "min", {"min", "max"}, "whether a lower or a higher keep_best is better")
           .add_choice("progress", "auto", {"auto", "tty", "lines", "none"},
-                      "auto = one updating line on a terminal, plain lines otherwise");
+                      "auto = one updating line on a terminal, plain lines otherwise")
+          .add_bool("prefetch", true,
+                    "make each training batch one step ahead, on another thread (the same batches, in the same order)");
   return schema;
 }
 
@@ -94,7 +96,8 @@ TrainerOptions TrainerOptions::from(const Options& t) {
       .keep_checkpoints(t.get_int("keep_checkpoints"))
       .keep_best(t.get_string("keep_best"))
       .keep_best_mode(t.get_string("keep_best_mode"))
-      .progress(t.get_string("progress"));
+      .progress(t.get_string("progress"))
+      .prefetch(t.get_bool("prefetch"));
   if (o.schedule() == "tri_stage") {
     const double sum = o.tri_stage_warmup() + o.tri_stage_hold() + o.tri_stage_decay();
     if (std::abs(sum - 1.0) > 1e-6)

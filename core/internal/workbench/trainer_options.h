@@ -69,6 +69,8 @@ struct TrainerOptions {
   /// "min" or "max": which way keep_best is better.
   TORCH_ARG(std::string, keep_best_mode) = "min";
   TORCH_ARG(std::string, progress) = "auto";
+  /// Make each training batch one step ahead on another thread (PrefetchBatcher); the batches are the same.
+  TORCH_ARG(bool, prefetch) = true;
 
  public:
   /// Where each value came from, for error messages (Options::fail). Empty for structs built in code.
