@@ -203,14 +203,17 @@ int compare_command(const CompareArgs& args) {
   for (const auto& f : runs)
     for (const auto& [k, v] : f.params)
       if (!incidental(k, grouped)) all_keys.insert(k);
+  // Within a stage: pre-training and fine-tuning runs differ in most of their keys, and a key that only
+  // tells the stages apart says nothing the stage column does not.
   std::vector<std::string> differing;
   for (const auto& k : all_keys) {
-    std::set<std::string> values;
+    std::map<std::string, std::set<std::string>> values;  // by stage
     for (const auto& r : rows) {
       auto it = r.runs.front()->params.find(k);
-      values.insert(it == r.runs.front()->params.end() ? "-" : it->second);
+      values[r.runs.front()->stage].insert(it == r.runs.front()->params.end() ? "-" : it->second);
     }
-    if (values.size() > 1) differing.push_back(k);
+    if (std::any_of(values.begin(), values.end(), [](const auto& v) { return v.second.size() > 1; }))
+      differing.push_back(k);
   }
 
   // The table as cells: identity columns, params, then per metric its value (mean, std, n when grouped).

@@ -287,6 +287,10 @@ TEST_CASE("e2e: a sweep killed midway and run again has every point once and the
     CommandResult table = run_workbench(dir, {"compare", "--sweep", "tiny-ablation", "--db", db});
     REQUIRE(table.exit_code == 0);
     CHECK_THAT(table.out, Contains("± ") && Contains("(2)") && Contains("ft") && Contains("pretrain"));
+    // Both stages in one table: a key that only tells the stages apart is no column (the stage column says
+    // it), one that differs between the points of a stage is.
+    CHECK_THAT(table.out, !Contains("init.components"));
+    CHECK_THAT(table.out, Contains("trainer.warmup_steps"));
 
     CommandResult unknown = run_workbench(dir, {"compare", "--sweep", "nope", "--db", db});
     CHECK(unknown.exit_code != 0);

@@ -85,7 +85,7 @@ std::int64_t fbank_num_frames(std::int64_t num_samples, const FbankOptions& opti
 /// or N < window size (as torchaudio does).
 ///
 /// The window and the mel filter matrix are computed once per option set and cached; safe to call from
-/// several threads at once. CPU cost is ~0.9 s per hour of 16 kHz audio on one core, about 70% of it in
+/// several threads at once. CPU cost is 1 to 1.5 s per hour of 16 kHz audio on one thread (bench_fbank), about 70% of it in
 /// ATen's (single-threaded) rfft. Blocks of 256 frames are spread over ATen's intra-op pool with
 /// at::parallel_for, which only runs in parallel when this file is compiled with -fopenmp; from inside
 /// another parallel region (e.g. one utterance per thread) it always runs inline.
