@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -41,6 +43,7 @@ struct Args {
   std::string peer = std::string(WORKBENCH_SOURCE_DIR) + "/bench/conformer_step_peer.py";
   std::string python = "/usr/bin/python3";
   bool no_peer = false;
+  bool checkpoint_activations = false;
 };
 
 double median(std::vector<double> v) {
@@ -63,6 +66,7 @@ kernel_size = {}
 conv_norm = "batch"
 subsampling_channels = {}
 dropout = 0.1
+checkpoint_activations = {}
 
 [data.train]
 plugin = "manifest"
@@ -71,7 +75,8 @@ plugin = "manifest"
 plugin = "ctc"
 dropout = 0.0
 )",
-                                       a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels);
+                                       a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels,
+                                       a.checkpoint_activations ? "true" : "false");
   const ExperimentConfig cfg = ExperimentFile::parse_text(toml, "bench_conformer_step.toml")
                                    .resolve([&](PluginKind kind, const std::string& name,
                                                 const std::string& where) -> const OptionSchema& {
@@ -119,6 +124,12 @@ dropout = 0.0
   }
   std::printf("ours:  %lld parameters, median %.1f ms/step over %lld steps\n", static_cast<long long>(count),
               median(times), static_cast<long long>(a.steps));
+  // The process's peak resident memory so far (LibTorch 1.13 keeps no CPU allocator statistics): run once
+  // with and once without --checkpoint-activations to see what checkpointing saves.
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("ours:  peak resident memory %.0f MB (checkpoint_activations = %s)\n", usage.ru_maxrss / 1024.0,
+              a.checkpoint_activations ? "true" : "false");
   return median(times);
 }
 
@@ -161,6 +172,8 @@ int main(int argc, char** argv) {
   app.add_option("--blas-threads", a.blas_threads, "OpenBLAS threads for both (0 = leave)")->capture_default_str();
   app.add_option("--peer", a.peer)->capture_default_str();
   app.add_flag("--no-peer", a.no_peer);
+  app.add_flag("--checkpoint-activations", a.checkpoint_activations,
+               "the conformer's checkpoint_activations: each block computed again in the backward pass");
   CLI11_PARSE(app, argc, argv);
 
   const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -511,3 +511,47 @@ TEST_CASE("the conformer rejects bad position and frontend options with the key"
   // The subsampling still needs 7 features per frame.
   CHECK_THAT(config_error([&] { make_encoder(tiny_options("none"), 4); }), Contains("7"));
 }
+
+TEST_CASE("checkpoint_activations: the same outputs, gradients, batch-norm statistics and random stream",
+          "[conformer][checkpoint]") {
+  auto run = [](bool checkpoint) {
+    auto o = tiny_options("relative_xl");
+    o.set("layers", std::int64_t{2}, "test");
+    o.set("dropout", 0.1, "test");  // dropout in every block: the recomputation must draw the same masks
+    o.set("checkpoint_activations", checkpoint, "test");
+    torch::manual_seed(5);
+    auto encoder = make_encoder(o);
+    encoder->module().train();
+    // Padded rows (masked batch norm), then a batch without padding (LibTorch's own batch norm).
+    auto out = encoder->forward(torch::randn({2, 100, 80}), torch::tensor(std::vector<std::int64_t>{100, 61}));
+    (out.x * out.x).sum().backward();
+    auto full = encoder->forward(torch::randn({2, 60, 80}), torch::tensor(std::vector<std::int64_t>{60, 60}));
+    (full.x * full.x).sum().backward();
+    struct Result {
+      torch::Tensor x, after;
+      std::vector<torch::Tensor> grads, buffers;
+      std::string last_node;  // what made the output: the checkpoint, or the last block's own last op
+    } r;
+    r.last_node = out.x.grad_fn()->name();
+    r.x = out.x.detach();
+    r.after = torch::rand({4});  // where the random stream is after the backward pass
+    for (const auto& p : encoder->module().parameters()) r.grads.push_back(p.grad());
+    for (const auto& b : encoder->module().buffers()) r.buffers.push_back(b.clone());
+    return r;
+  };
+  const auto plain = run(false);
+  const auto checkpointed = run(true);
+  CHECK_THAT(checkpointed.last_node, Contains("CheckpointFunction"));
+  CHECK_THAT(plain.last_node, !Contains("CheckpointFunction"));
+  CHECK(torch::equal(plain.x, checkpointed.x));
+  CHECK(torch::equal(plain.after, checkpointed.after));
+  REQUIRE(plain.grads.size() == checkpointed.grads.size());
+  for (std::size_t i = 0; i < plain.grads.size(); ++i) {
+    INFO("parameter " << i);
+    REQUIRE(checkpointed.grads[i].defined());
+    CHECK(torch::allclose(plain.grads[i], checkpointed.grads[i], 1e-5, 1e-7));
+  }
+  REQUIRE(plain.buffers.size() == checkpointed.buffers.size());
+  REQUIRE_FALSE(plain.buffers.empty());  // the conv modules' batch norms
+  for (std::size_t i = 0; i < plain.buffers.size(); ++i) CHECK(torch::equal(plain.buffers[i], checkpointed.buffers[i]));
+}

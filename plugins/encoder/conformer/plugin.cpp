@@ -10,6 +10,7 @@
 #include <torch/nn/functional/dropout.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "activation_checkpoint.h"
 #include "conformer_block.h"
 #include "subsampling.h"
 #include "workbench/encoder.h"
@@ -81,6 +82,7 @@ class ConformerEncoder final : public Encoder {
       if (channels == 0) channels = d_model_;
     }
     input_dropout_ = o.dropout();
+    checkpoint_activations_ = opt.get_bool("checkpoint_activations");
     net_ = Conformer(ctx.input_dim, channels, opt.get_int("layers"), o);
   }
 
@@ -111,7 +113,15 @@ class ConformerEncoder final : public Encoder {
     RelativePositions rel;
     if (net_->blocks->size()) rel = net_->blocks->ptr<BlockImpl>(0)->attention->relative_positions(T, in.x.options());
     auto x = in.x;
-    for (const auto& m : *net_->blocks) x = m->as<BlockImpl>()->forward(x, pad, bias, rel);
+    for (const auto& m : *net_->blocks) {
+      auto* block = m->as<BlockImpl>();
+      if (checkpoint_activations_ && net_->is_training())
+        // By value: the backward pass calls it again, after this function has returned.
+        x = checkpointed([block, pad, bias, rel](const torch::Tensor& h) { return block->forward(h, pad, bias, rel); },
+                         x, *block);
+      else
+        x = block->forward(x, pad, bias, rel);
+    }
     return {x, in.lengths};
   }
 
@@ -126,12 +136,13 @@ class ConformerEncoder final : public Encoder {
   bool subsampling_ = true;
   std::int64_t d_model_ = 0;
   double input_dropout_ = 0;
+  bool checkpoint_activations_ = false;
 };
 
 PluginDescriptor describe() {
   // 1.1: frontend, position, shaw_left, shaw_right; 1.2: upper bounds on the sizes (an absurd one is an
-  // error at its line, not an allocation that fails or swaps)
-  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.2.0",
+  // error at its line, not an allocation that fails or swaps); 1.3: checkpoint_activations
+  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.3.0",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
       "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
       OptionSchema()
@@ -154,7 +165,10 @@ PluginDescriptor describe() {
                       "2019 sec. 3.3) or shaw (Shaw et al. 2018, clipped relative key embeddings)")
           .add_int("shaw_left", 64, "position = shaw: farthest distance to the left with its own embedding", 0)
           .add_int("shaw_right", 8, "position = shaw: farthest distance to the right with its own embedding", 0)
-          .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1));
+          .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1)
+          .add_bool("checkpoint_activations", false,
+                    "keep only each block's input for the backward pass and compute the block again there: the "
+                    "activations of one block in memory instead of all, for one more forward pass of the blocks"));
 }
 
 }  // namespace
