@@ -115,6 +115,8 @@ struct Trainer::Impl {
   // waiting for training batches (not saved for resume: a resumed window counts its own steps).
   double step_seconds_sum = 0, data_wait_seconds_sum = 0;
   std::int64_t timed_steps = 0;
+  // How long the previous log() took to hand its metrics to the sink (the run store's transaction).
+  double last_record_seconds = -1;
   clock_type::time_point rate_start = clock_type::now();
   std::int64_t rate_steps = 0;
   double steps_per_second = 0;
@@ -531,10 +533,13 @@ Metrics Trainer::log() {
     m.emplace_back("train/step_ms", 1e3 * im.step_seconds_sum / static_cast<double>(im.timed_steps));
     m.emplace_back("train/data_wait_ms", 1e3 * im.data_wait_seconds_sum / static_cast<double>(im.timed_steps));
   }
+  if (im.last_record_seconds >= 0) m.emplace_back("train/record_ms", 1e3 * im.last_record_seconds);
   m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
   m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));
   if (im.hooks.reduce_metrics) m = im.hooks.reduce_metrics(m);
+  const auto record_start = clock_type::now();
   im.sink.record(im.step, m);
+  im.last_record_seconds = std::chrono::duration<double>(clock_type::now() - record_start).count();
   im.sums.clear();
   im.counts.clear();
   im.window_steps = 0;
