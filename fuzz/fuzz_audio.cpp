@@ -19,6 +19,7 @@ namespace {
 const std::string& scratch_path() {
   static const std::string path = [] {
     const char* dir = std::getenv("TMPDIR");
+    std::atexit([] { std::remove(scratch_path().c_str()); });
     return std::string(dir && *dir ? dir : "/tmp") + "/wb_fuzz_audio_" + std::to_string(::getpid());
   }();
   return path;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,32 @@ TEST_CASE("hostile audio: each damaged file is refused by read_audio, naming it 
     INFO(file);
     const std::string msg = audio_error(kHostile + file);
     CHECK_THAT(msg, Contains(kHostile + file) && Contains(expected));
+  }
+  // A float WAV with a NaN and one with an infinity among its samples (found by fuzz_audio): libsndfile
+  // passes float data through as stored.
+  {
+    TempDir floats("wbtest_hostile_float_");
+    auto float_wav = [&](const std::string& name, float bad) {
+      std::vector<float> samples(1600, 0.25f);
+      samples[800] = bad;
+      const std::uint32_t data = static_cast<std::uint32_t>(samples.size() * 4);
+      std::string bytes = "RIFF";
+      auto u32 = [&](std::uint32_t v) { bytes.append(reinterpret_cast<const char*>(&v), 4); };
+      auto u16 = [&](std::uint16_t v) { bytes.append(reinterpret_cast<const char*>(&v), 2); };
+      u32(36 + data);
+      bytes += "WAVEfmt ";
+      u32(16), u16(3), u16(1), u32(16000), u32(16000 * 4), u16(4), u16(32);  // IEEE float, mono, 16 kHz
+      bytes += "data";
+      u32(data);
+      bytes.append(reinterpret_cast<const char*>(samples.data()), data);
+      write_file(floats.file(name), bytes);
+      return floats.file(name);
+    };
+    const std::string nan = float_wav("nan.wav", std::numeric_limits<float>::quiet_NaN());
+    CHECK_THAT(audio_error(nan), Contains(nan) && Contains("sample 800 (0.050 s) is NaN"));
+    const std::string inf = float_wav("inf.wav", std::numeric_limits<float>::infinity());
+    CHECK_THAT(audio_error(inf), Contains(inf) && Contains("sample 800 (0.050 s) is infinite"));
+    CHECK(read_audio(float_wav("fine.wav", 0.5f)).samples.size() == 1600);
   }
   // Sub-frame audio decodes (160 samples); the run refuses it (below), where the frame length is known,
   // and so does `workbench inspect-audio`, naming it.

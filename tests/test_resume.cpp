@@ -392,6 +392,8 @@ TEST_CASE("e2e: killed at random points again and again, each time the store is 
     bool has_checkpoint = false;
     for (const auto& c : store.checkpoints(id)) {
       if (c.kind == "final") continue;
+      // Killed between deleting an old periodic checkpoint and deleting its row: resume passes over it.
+      if (!fs::exists(c.path)) continue;
       has_checkpoint = true;
       resume_step = std::max(resume_step, c.step);
       CHECK(c.sha256 == workbench::sha256_file(c.path));

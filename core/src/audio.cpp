@@ -140,6 +140,13 @@ Audio read_audio(const std::string& path, double max_seconds) {
   // libsndfile shortens a WAV's frame count to the bytes the file holds and says so only in its log.
   if (const std::string lie = wav_data_size_mismatch(f.get()); !lie.empty())
     throw AudioError(fmt::format("cannot decode {}: truncated: {}", quoted(path), lie));
+  // Float files are passed through as stored, NaN and infinity included, and one such sample would make
+  // every feature of its frames, and the loss, non-finite.
+  for (std::size_t i = 0; i < audio.samples.size(); ++i)
+    if (!std::isfinite(audio.samples[i]))
+      throw AudioError(fmt::format("cannot decode {}: sample {} ({:.3f} s) is {} (a float file with damaged data)",
+                                   quoted(path), i, static_cast<double>(i) / audio.sample_rate,
+                                   std::isnan(audio.samples[i]) ? "NaN" : "infinite"));
   return audio;
 }
 

@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <ATen/Parallel.h>
+
 #include <chrono>
 #include <stdexcept>
 
@@ -14,16 +16,26 @@ PrefetchBatcher::PrefetchBatcher(std::shared_ptr<TrainBatcher> inner) : inner_(s
 
 PrefetchBatcher::~PrefetchBatcher() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return slot_ != Slot::Making; });
     stop_ = true;
   }
   changed_.notify_all();
   worker_.join();
+  // The wrapped batcher may outlive this one (a runner's next trainer): give back the batch made ahead.
+  if (slot_ == Slot::Made && !error_) {
+    try {
+      inner_->restore(state_before_);
+    } catch (...) {
+    }
+  }
 }
 
 void PrefetchBatcher::work() {
   // ATen's parallel_for asks OpenMP how many threads this thread may use: one, so that padding a batch
   // never takes a core from the step.
+  // ATen sets a thread's OpenMP count on its first parallel_for: let it do that first, then override.
+  at::internal::lazy_init_num_threads();
   omp_set_num_threads(1);
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {

@@ -206,6 +206,8 @@ void Runner::prepare_data() {
   Impl& im = *impl_;
   const auto& cfg = im.cfg();
   if (!im.runtime) throw std::logic_error("Runner: configure_runtime() before prepare_data()");
+  // A trainer of the data about to be replaced is stale, and its batchers' worker threads read that data.
+  im.trainer.reset();
   torch::manual_seed(static_cast<std::uint64_t>(cfg.seed));
   const FeatureSettings features = cfg.frontend.features();
   std::map<std::string, std::vector<Utterance>> raw;

@@ -53,7 +53,8 @@ constexpr double kMaxAudioSeconds = 3600.0;
 /// longer than `max_seconds` (by its header, before anything is decoded, or while decoding when the header
 /// understates it), or holds fewer frames than its header promises (a truncated or corrupt file: FLAC and
 /// Ogg decoders stop early without an error, and a WAV whose data chunk is shorter than its header says).
-/// A WAV data size of 0 or 0xFFFFFFFF is the streaming writers' "unknown" and is accepted.
+/// A WAV data size of 0 or 0xFFFFFFFF is the streaming writers' "unknown" and is accepted. A float file
+/// holding a NaN or infinite sample is refused, naming the sample.
 Audio read_audio(const std::string& path, double max_seconds = kMaxAudioSeconds);
 
 /// Converts `in` (mono samples at `from_hz`) to `to_hz` with libsoxr's high-quality (SOXR_HQ, linear

@@ -23,9 +23,9 @@ struct ManifestParseOptions {
 /// Parses a TSV manifest: a header line naming at least the columns path, text and lang (id and target
 /// optional, others ignored), then one row per utterance; blank lines and a trailing '\r' are skipped.
 /// `name` is the manifest's path: it appears in every message, and relative audio paths resolve against
-/// its folder. Throws DataError "<name>:<line>: ..." for a header without a needed column, a row with a
-/// different number of cells, a text or target cell that is not UTF-8, an empty transcript (unless
-/// allow_empty_text), and an empty manifest.
+/// its folder. Throws DataError "<name>:<line>: ..." for a header without a needed column or naming a
+/// column twice, a row with a different number of cells, a text or target cell that is not UTF-8, an
+/// empty transcript (unless allow_empty_text), and an empty manifest.
 std::vector<ManifestRow> parse_manifest(const std::string& tsv, const std::string& name,
                                         const ManifestParseOptions& options = {});
 

@@ -81,7 +81,14 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
         bo[m] = static_cast<std::int64_t>(r);
         pl[m] = i;
         // -1 (no distractor) reads place 0 and is masked out below.
-        for (std::int64_t k = 0; k < K; ++k) lo[m * K + k] = id[m * K + k] < 0 ? 0 : id[m * K + k] - start;
+        for (std::int64_t k = 0; k < K; ++k) {
+          const std::int64_t j = id[m * K + k];
+          if (j >= 0 && (j < start || j >= start + blocks[r]))
+            throw std::invalid_argument("info_nce: frame " + std::to_string(m) + "'s distractor " + std::to_string(j) +
+                                        " lies outside its row's frames [" + std::to_string(start) + ", " +
+                                        std::to_string(start + blocks[r]) + ")");
+          lo[m * K + k] = j < 0 ? 0 : j - start;
+        }
       }
       start += blocks[r];
     }
@@ -104,7 +111,9 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
   // vectors get equal ids, so the test is (M, K) integers rather than (M, K, Dq) floats.
   torch::Tensor same;
   if (M > 0) {
-    auto ids = std::get<1>(torch::unique_dim(q.detach(), 0, /*sorted=*/true, /*return_inverse=*/true));
+    // nan_to_num: unique_dim sorts the rows, and NaN has no order (the loss is NaN then anyway, and the
+    // trainer skips the step).
+    auto ids = std::get<1>(torch::unique_dim(torch::nan_to_num(q.detach()), 0, /*sorted=*/true, /*return_inverse=*/true));
     same = ids.index({idx.clamp_min(0)}).eq(ids.unsqueeze(1));  // (M, K)
   } else {
     same = torch::zeros({0, K}, torch::TensorOptions().dtype(torch::kBool).device(device));

@@ -44,7 +44,7 @@ std::vector<std::int64_t> masked_per_row(const torch::Tensor& mask);
 /// from one (rows, N, N) cosine matrix per block (N the largest block) by a gather, and no (M, K, Dq)
 /// tensor of distractor vectors is made: at base (M about 2000, K 100, Dq 768) that tensor and its
 /// gradient were 1.2 GB. Empty `rows`: one block of all M frames, for any indices.
-/// Throws std::invalid_argument when `rows` does not sum to M.
+/// Throws std::invalid_argument when `rows` does not sum to M, or a distractor lies outside its frame's block.
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
                            double kappa, const std::vector<std::int64_t>& rows = {});
 
