@@ -86,6 +86,19 @@ void build_against_sdk(const fs::path& source, const fs::path& build) {
   REQUIRE(compile.code == 0);
 }
 
+// Runs `command` (a shell line ending in `workbench run ... --db <db>`), checks that it exits 0 and that
+// the store then holds one finished run; returns that run's id.
+std::int64_t run_once(const std::string& command, const fs::path& db) {
+  auto run = sh(command);
+  INFO(run.output);
+  REQUIRE(run.code == 0);
+  workbench::results::RunStore store(db.string());
+  auto runs = store.runs();
+  REQUIRE(runs.size() == 1);
+  CHECK(runs[0].status == "finished");
+  return runs[0].id;
+}
+
 }  // namespace
 
 TEST_CASE("sdk: the install holds the executable, headers, core library, plugins and CMake package", "[sdk]") {
@@ -122,19 +135,14 @@ TEST_CASE("sdk: an out-of-tree loss built against the installed SDK runs and is 
   REQUIRE(fs::exists(so));
 
   const fs::path db = tmp.path / "runs.db";
-  auto run = sh("cd '" + tmp.path.string() + "' && WORKBENCH_PLUGIN_PATH='" + build.string() + "' '" +
-                (installed_sdk() / "bin/workbench").string() + "' run '" WORKBENCH_SOURCE_DIR
-                "/examples/third_party_loss/experiment.toml' --db '" + db.string() +
-                "' --set trainer.progress=none");
-  INFO(run.output);
-  REQUIRE(run.code == 0);
-
+  const auto id = run_once("cd '" + tmp.path.string() + "' && WORKBENCH_PLUGIN_PATH='" + build.string() + "' '" +
+                               (installed_sdk() / "bin/workbench").string() + "' run '" WORKBENCH_SOURCE_DIR
+                               "/examples/third_party_loss/experiment.toml' --db '" + db.string() +
+                               "' --set trainer.progress=none",
+                           db);
   workbench::results::RunStore store(db.string());
-  auto runs = store.runs();
-  REQUIRE(runs.size() == 1);
-  CHECK(runs[0].status == "finished");
   bool found = false;
-  for (const auto& p : store.plugins(runs[0].id)) {
+  for (const auto& p : store.plugins(id)) {
     if (p.name != "speech_text_infonce") continue;
     found = true;
     CHECK(p.kind == "loss");
@@ -143,9 +151,9 @@ TEST_CASE("sdk: an out-of-tree loss built against the installed SDK runs and is 
     CHECK(p.sha256 == workbench::sha256_file(so.string()));
   }
   CHECK(found);
-  auto recall = store.metrics(runs[0].id, "align/recall_at_1");
+  auto recall = store.metrics(id, "align/recall_at_1");
   CHECK(recall.size() == 6);
-  auto loss = store.metrics(runs[0].id, "align/loss");
+  auto loss = store.metrics(id, "align/loss");
   REQUIRE(!loss.empty());
   CHECK(std::isfinite(loss.back().value));
 }
@@ -180,16 +188,11 @@ TEST_CASE("sdk: new-plugin writes a project that builds, loads and runs", "[sdk]
     return;
   }
   const fs::path db = tmp.path / "runs.db";
-  auto run = sh("cd '" + dir.string() + "' && '" + wb + "' run experiment.toml --db '" + db.string() +
-                "' --set trainer.progress=none --set 'data.train.languages=[\"en\", \"es\"]' "
-                "--set 'objectives.my_lid.languages=[\"en\", \"es\"]'");
-  INFO(run.output);
-  REQUIRE(run.code == 0);
-  workbench::results::RunStore store(db.string());
-  auto runs = store.runs();
-  REQUIRE(runs.size() == 1);
-  CHECK(runs[0].status == "finished");
-  CHECK(store.metrics(runs[0].id, "my_lid/accuracy").size() == 3);  // trainer.steps = 3, logged every step
+  const auto id = run_once("cd '" + dir.string() + "' && '" + wb + "' run experiment.toml --db '" + db.string() +
+                               "' --set trainer.progress=none --set 'data.train.languages=[\"en\", \"es\"]' "
+                               "--set 'objectives.my_lid.languages=[\"en\", \"es\"]'",
+                           db);
+  CHECK(workbench::results::RunStore(db.string()).metrics(id, "my_lid/accuracy").size() == 3);  // trainer.steps = 3, logged every step
 }
 
 namespace {
@@ -213,15 +216,11 @@ void check_starter(const std::string& kind, const std::string& name, const std::
     return;
   }
   const fs::path db = tmp.path / (name + ".db");
-  auto run = sh("cd '" + dir.string() + "' && '" + wb + "' run experiment.toml --db '" + db.string() +
-                "' --set trainer.progress=none");
-  INFO(run.output);
-  REQUIRE(run.code == 0);
-  workbench::results::RunStore store(db.string());
-  auto runs = store.runs();
-  REQUIRE(runs.size() == 1);
-  CHECK(runs[0].status == "finished");
-  CHECK_FALSE(store.metrics(runs[0].id, metric).empty());
+  const auto id =
+      run_once("cd '" + dir.string() + "' && '" + wb + "' run experiment.toml --db '" + db.string() +
+                   "' --set trainer.progress=none",
+               db);
+  CHECK_FALSE(workbench::results::RunStore(db.string()).metrics(id, metric).empty());
 }
 
 }  // namespace
