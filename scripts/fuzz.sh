@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/) with clang, AddressSanitizer and UndefinedBehaviorSanitizer into
-# build-fuzz/, then runs each for FUZZ_SECONDS (default 30) from its seeds and regression cases. A crash,
-# a sanitizer report or a failed check leaves the input in build-fuzz/artifacts/ and exits non-zero:
+# build-sanitized/, then runs each for FUZZ_SECONDS (default 30) from its seeds and regression cases. A crash,
+# a sanitizer report or a failed check leaves the input in build-sanitized/artifacts/ and exits non-zero:
 # fix the bug, then add the input to fuzz/regressions/<target>/ so that ctest replays it from then on.
 #   ./scripts/fuzz.sh                      # all three targets, 30 s each
 #   FUZZ_SECONDS=600 ./scripts/fuzz.sh audio
@@ -11,18 +11,13 @@ seconds=${FUZZ_SECONDS:-30}
 targets=("$@")
 ((${#targets[@]})) || targets=(experiment audio manifest)
 
-cxx=$(command -v clang++ || command -v clang++-14 || true)
-if [[ -z "$cxx" ]]; then
-  echo "fuzz: clang++ not found; scripts/install-deps.sh installs it" >&2
-  exit 1
-fi
-cmake -S . -B build-fuzz -DWORKBENCH_FUZZ=ON -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "${JOBS:-$(nproc)}" --target "${targets[@]/#/fuzz_}"
+source scripts/configure-sanitized-subset.sh
+cmake --build build-sanitized -j "${JOBS:-$(nproc)}" --target "${targets[@]/#/fuzz_}"
 
-mkdir -p build-fuzz/artifacts
+mkdir -p build-sanitized/artifacts
 status=0
 for t in "${targets[@]}"; do
-  corpus=build-fuzz/corpus/$t  # what this machine's runs found, kept between runs; the first folder is written
+  corpus=build-sanitized/corpus/$t  # what this machine's runs found, kept between runs; the first folder is written
   mkdir -p "$corpus"
   inputs=("$corpus" "fuzz/seeds/$t")
   [[ -d "fuzz/regressions/$t" ]] && inputs+=("fuzz/regressions/$t")
@@ -31,14 +26,14 @@ for t in "${targets[@]}"; do
   # A scratch folder per target for fuzz_audio's files. Leaks count as bugs, but for those in
   # fuzz/lsan.supp, inside system libraries.
   if ! TMPDIR=$(mktemp -d) ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} LSAN_OPTIONS=suppressions=$PWD/fuzz/lsan.supp \
-      "build-fuzz/bin/fuzz_$t" -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" "${inputs[@]}" \
-      > "build-fuzz/fuzz_$t.log" 2>&1; then
-    echo "fuzz: $t FAILED; the log is build-fuzz/fuzz_$t.log, the input in build-fuzz/artifacts/" >&2
-    tail -n 40 "build-fuzz/fuzz_$t.log" >&2
+      "build-sanitized/bin/fuzz_$t" -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 -artifact_prefix="build-sanitized/artifacts/$t-" "${inputs[@]}" \
+      > "build-sanitized/fuzz_$t.log" 2>&1; then
+    echo "fuzz: $t FAILED; the log is build-sanitized/fuzz_$t.log, the input in build-sanitized/artifacts/" >&2
+    tail -n 40 "build-sanitized/fuzz_$t.log" >&2
     status=1
   else
-    grep -E "stat::number_of_executed_units|cov:" "build-fuzz/fuzz_$t.log" | tail -n 2
+    grep -E "stat::number_of_executed_units|cov:" "build-sanitized/fuzz_$t.log" | tail -n 2
   fi
 done
 exit $status

@@ -13,4 +13,4 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWORKBENCH_SANITIZE=
 cmake --build build-asan -j "$jobs"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 cd build-asan
-ctest --output-on-failure -j "$jobs" -R "${1:-test_audio|test_hostile_inputs|test_text|test_config|test_data|test_run_store|test_fbank|test_ctc|test_rnnt|test_error_rates}"
+ctest --output-on-failure -j "$jobs" -R "${1:-test_audio|test_hostile_inputs|test_text|test_config|test_data|test_run_store|test_fbank|test_ctc|test_rnnt|test_error_rates|test_w2v_bert_parts|test_stm_negatives|test_translation_metrics}"

@@ -1,0 +1,456 @@
+// The w2v_bert loss plugin's contrastive helpers (sample_distractors, info_nce) and Gumbel quantizer,
+// compiled into the test and checked directly, without the registry, so that the sanitized build
+// (tests/sanitized/) runs them too. The plugin itself, through the registry, is in test_w2v_bert.cpp.
+#include <torch/types.h>
+#include <torch/nn/functional/normalization.h>
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "contrastive.h"
+#include "quantizer.h"
+#include "workbench/encoder.h"
+#include "workbench/error.h"
+#include "workbench/masking.h"
+
+#include <catch2/catch.hpp>
+
+using namespace workbench;
+using namespace workbench::w2v_bert;
+using Catch::Matchers::Contains;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers for the contrastive functions.
+
+/// InfoNCE worked out in double precision, frame by frame: cosine / kappa, the true vector first, a
+/// distractor whose vector equals the true one left out, frames with a -1 distractor not counted.
+struct ManualNce {
+  double loss = 0, accuracy = 0;
+  int count = 0;
+};
+ManualNce manual_info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
+                          double kappa) {
+  auto c = context.to(torch::kFloat64);
+  auto q = targets.to(torch::kFloat64);
+  const auto M = c.size(0), K = distractors.size(1);
+  auto cosine = [&](std::int64_t i, std::int64_t j) {
+    return (c[i] * q[j]).sum().item<double>() / (c[i].norm().item<double>() * q[j].norm().item<double>());
+  };
+  ManualNce out;
+  for (std::int64_t i = 0; i < M; ++i) {
+    bool usable = true;
+    for (std::int64_t k = 0; k < K; ++k) usable = usable && distractors[i][k].item<std::int64_t>() >= 0;
+    if (!usable) continue;
+    const double positive = cosine(i, i) / kappa;
+    std::vector<double> logits{positive};
+    for (std::int64_t k = 0; k < K; ++k) {
+      const auto j = distractors[i][k].item<std::int64_t>();
+      if (torch::equal(targets[j], targets[i])) continue;  // the same vector is not a negative
+      logits.push_back(cosine(i, j) / kappa);
+    }
+    const double top = *std::max_element(logits.begin(), logits.end());
+    double sum = 0;
+    for (double l : logits) sum += std::exp(l - top);
+    out.loss += top + std::log(sum) - positive;
+    bool best = true;
+    for (std::size_t k = 1; k < logits.size(); ++k) best = best && logits[k] < positive;
+    out.accuracy += best ? 1.0 : 0.0;
+    ++out.count;
+  }
+  if (out.count > 0) {
+    out.loss /= out.count;
+    out.accuracy /= out.count;
+  }
+  return out;
+}
+
+/// A (B, T) mask with every frame of every row masked.
+torch::Tensor full_mask(std::int64_t rows, std::int64_t frames) { return torch::ones({rows, frames}, torch::kBool); }
+
+}  // namespace
+
+TEST_CASE("w2v_bert info_nce: a perfect predictor has loss near 0 and accuracy 1", "[w2v_bert][contrastive]") {
+  torch::manual_seed(1);
+  std::mt19937_64 rng(1);
+  const std::int64_t rows = 4, frames = 25, K = 10, D = 256;
+  auto distractors = sample_distractors(full_mask(rows, frames), K, rng);
+  auto targets = torch::randn({rows * frames, D});  // distinct, nearly orthogonal
+  auto out = info_nce(targets, targets, distractors, 0.1);
+  CHECK(out.count.item<double>() == rows * frames);
+  CHECK(out.accuracy.item<double>() == 1.0);
+  CHECK(out.loss.item<double>() >= 0);
+  CHECK(out.loss.item<double>() < 0.01);
+  // Same value as the double-precision reference.
+  auto manual = manual_info_nce(targets, targets, distractors, 0.1);
+  CHECK(out.loss.item<double>() == Approx(manual.loss).margin(1e-5));
+  // Scaling the context does not change a cosine.
+  CHECK(info_nce(targets * 7.5, targets, distractors, 0.1).loss.item<double>() == Approx(out.loss.item<double>()).margin(1e-6));
+  // A larger kappa flattens the logits: the perfect predictor is less sure.
+  CHECK(info_nce(targets, targets, distractors, 1.0).loss.item<double>() > 10 * out.loss.item<double>());
+}
+
+TEST_CASE("w2v_bert info_nce: unrelated vectors give about log(K + 1) and chance accuracy", "[w2v_bert][contrastive]") {
+  torch::manual_seed(2);
+  std::mt19937_64 rng(2);
+  // 1000 frames in 10 rows, D = 2048: cosines of independent Gaussian vectors are N(0, 1/D), so the
+  // logits are N(0, s^2) with s^2 = 1 / (D kappa^2) ~ 0.05, and E[loss] ~ log(K + 1) + s^2 / 2.
+  const std::int64_t rows = 10, frames = 100, K = 9, D = 2048;
+  const double kappa = 0.1;
+  auto distractors = sample_distractors(full_mask(rows, frames), K, rng);
+  auto context = torch::randn({rows * frames, D});
+  auto targets = torch::randn({rows * frames, D});
+  auto out = info_nce(context, targets, distractors, kappa);
+  const double s2 = 1.0 / (static_cast<double>(D) * kappa * kappa);
+  CHECK(out.count.item<double>() == rows * frames);
+  CHECK(out.loss.item<double>() == Approx(std::log(K + 1.0) + s2 / 2).margin(0.04));
+  CHECK(out.loss.item<double>() == Approx(std::log(K + 1.0)).margin(0.06));
+  // Chance: 1 / (K + 1) = 0.1, with a standard error of about 0.01 over 1000 frames.
+  CHECK(out.accuracy.item<double>() == Approx(1.0 / (K + 1)).margin(0.035));
+
+  // K = 100 (w2v-BERT's value) on fewer, narrower frames: log(101) ~ 4.6.
+  auto few = sample_distractors(full_mask(2, 100), 100, rng);
+  auto c2 = torch::randn({200, 1024}), q2 = torch::randn({200, 1024});
+  auto out2 = info_nce(c2, q2, few, kappa);
+  CHECK(out2.loss.item<double>() == Approx(std::log(101.0) + 1.0 / (1024 * kappa * kappa) / 2).margin(0.1));
+  CHECK(out2.accuracy.item<double>() < 0.05);
+}
+
+TEST_CASE("w2v_bert info_nce by blocks: the same loss, accuracy, chance and gradients as over one block and by hand",
+          "[w2v_bert][contrastive]") {
+  torch::manual_seed(11);
+  std::mt19937_64 rng(5);
+  // Rows of 7, 1 (no distractors), 0 and 12 masked frames, with some codes picked twice.
+  auto mask = torch::zeros({4, 20}, torch::kBool);
+  mask[0].narrow(0, 2, 7).fill_(true);
+  mask[1][5] = true;
+  mask[3].narrow(0, 0, 12).fill_(true);
+  const auto rows = masked_per_row(mask);
+  REQUIRE(rows == std::vector<std::int64_t>{7, 1, 0, 12});
+  auto distractors = sample_distractors(mask, 5, rng);
+  auto targets = torch::randn({20, 6});
+  targets[3] = targets[1];
+  targets[10] = targets[11];
+  auto context = torch::randn({20, 6});
+  const double kappa = 0.3;
+
+  auto run = [&](const std::vector<std::int64_t>& blocks) {
+    auto c = context.clone().requires_grad_(true), q = targets.clone().requires_grad_(true);
+    auto out = info_nce(c, q, distractors, kappa, blocks);
+    out.loss.backward();
+    return std::make_tuple(out, c.grad(), q.grad());
+  };
+  auto [blocked, c_grad, q_grad] = run(rows);
+  auto [whole, c_grad1, q_grad1] = run({});
+  const auto manual = manual_info_nce(context, targets, distractors, kappa);
+  CHECK(blocked.count.item<double>() == manual.count);
+  CHECK(blocked.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
+  CHECK(blocked.accuracy.item<double>() == Approx(manual.accuracy));
+  CHECK(blocked.loss.item<double>() == Approx(whole.loss.item<double>()).epsilon(1e-6));
+  CHECK(blocked.chance.item<double>() == Approx(whole.chance.item<double>()).epsilon(1e-6));
+  CHECK(torch::allclose(c_grad, c_grad1, 1e-5, 1e-7));
+  CHECK(torch::allclose(q_grad, q_grad1, 1e-5, 1e-7));
+  CHECK(c_grad.abs().sum().item<double>() > 0);
+  // Blocks that do not cover the frames are refused.
+  CHECK_THROWS_WITH(info_nce(context, targets, distractors, kappa, {7, 1}), Contains("sum to 8, not to the 20"));
+  // No masked frame at all.
+  auto empty = info_nce(torch::zeros({0, 6}), torch::zeros({0, 6}), torch::zeros({0, 5}, torch::kLong), kappa, {0, 0});
+  CHECK(empty.count.item<double>() == 0);
+  CHECK(empty.loss.item<double>() == 0.0);
+}
+
+TEST_CASE("w2v_bert info_nce matches the formula by hand, leaving out duplicates and unusable frames",
+          "[w2v_bert][contrastive]") {
+  torch::manual_seed(3);
+  // Five frames; frames 0 and 1 picked the same code (equal targets), frame 4 has no distractors.
+  auto targets = torch::randn({5, 6});
+  targets[1] = targets[0];
+  auto context = torch::randn({5, 6});
+  auto distractors = torch::tensor({1, 2, 3, /**/ 0, 2, 2, /**/ 0, 1, 3, /**/ 0, 2, 4, /**/ -1, -1, -1}, torch::kLong)
+                         .reshape({5, 3});
+  const double kappa = 0.5;
+  auto out = info_nce(context, targets, distractors, kappa);
+  auto manual = manual_info_nce(context, targets, distractors, kappa);
+  REQUIRE(manual.count == 4);
+  CHECK(out.count.item<double>() == 4);
+  CHECK(out.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
+  CHECK(out.accuracy.item<double>() == Approx(manual.accuracy));
+
+  // Frame 0 alone, by hand: its distractors are frame 1 (its own vector: excluded), frames 2 and 3.
+  auto cosine = [&](std::int64_t i, std::int64_t j) {
+    auto c = torch::nn::functional::normalize(context[i], torch::nn::functional::NormalizeFuncOptions().dim(0));
+    auto q = torch::nn::functional::normalize(targets[j], torch::nn::functional::NormalizeFuncOptions().dim(0));
+    return (c * q).sum().item<double>() / kappa;
+  };
+  const double l0 = cosine(0, 0), l2 = cosine(0, 2), l3 = cosine(0, 3);
+  const double without_duplicate = std::log(std::exp(l0) + std::exp(l2) + std::exp(l3)) - l0;
+  const double with_duplicate = std::log(2 * std::exp(l0) + std::exp(l2) + std::exp(l3)) - l0;
+  auto only0 = torch::full({5, 3}, -1, torch::kLong);
+  only0[0] = distractors[0];
+  auto out0 = info_nce(context, targets, only0, kappa);
+  CHECK(out0.count.item<double>() == 1);
+  CHECK(out0.loss.item<double>() == Approx(without_duplicate).epsilon(1e-5));
+  CHECK(std::abs(out0.loss.item<double>() - with_duplicate) > 0.1);  // the check can tell the two apart
+
+  // Every distractor a duplicate (a collapsed codebook): nothing to tell apart, so the frame is not
+  // counted, rather than scored as a perfect pick.
+  auto dup = torch::full({5, 3}, -1, torch::kLong);
+  dup[0] = torch::tensor({1, 1, 1}, torch::kLong);
+  auto outd = info_nce(context, targets, dup, kappa);
+  CHECK(outd.count.item<double>() == 0);
+  CHECK(outd.loss.item<double>() == Approx(0.0).margin(1e-6));
+  CHECK(outd.accuracy.item<double>() == 0.0);
+  // Chance is 1 / (1 + distinct distractors): frame 0 of `only0` has two distinct ones.
+  CHECK(out0.chance.item<double>() == Approx(1.0 / 3.0));
+
+  // No usable frame at all: count 0, and loss and accuracy 0 rather than NaN.
+  auto none = info_nce(context, targets, torch::full({5, 3}, -1, torch::kLong), kappa);
+  CHECK(none.count.item<double>() == 0);
+  CHECK(none.loss.item<double>() == 0.0);
+  CHECK(none.accuracy.item<double>() == 0.0);
+}
+
+TEST_CASE("w2v_bert info_nce: the gradient reaches context and targets, and only through counted frames",
+          "[w2v_bert][contrastive]") {
+  torch::manual_seed(4);
+  auto context = torch::randn({4, 5}).requires_grad_();
+  auto targets = torch::randn({4, 5}).requires_grad_();
+  // Frames 0-2 use each other; frame 3 has no distractors.
+  auto distractors = torch::tensor({1, 2, /**/ 0, 2, /**/ 0, 1, /**/ -1, -1}, torch::kLong).reshape({4, 2});
+  auto out = info_nce(context, targets, distractors, 0.1);
+  out.loss.backward();
+  CHECK(context.grad()[0].abs().sum().item<double>() > 0);
+  CHECK(targets.grad()[0].abs().sum().item<double>() > 0);
+  CHECK(context.grad()[3].abs().sum().item<double>() == 0.0);  // frame 3 does not count
+  CHECK(targets.grad()[3].abs().sum().item<double>() == 0.0);  // and is nobody's distractor
+  CHECK_FALSE(out.accuracy.requires_grad());
+}
+
+TEST_CASE("w2v_bert sample_distractors: other masked frames of the same row only", "[w2v_bert][contrastive]") {
+  // Row 0: frames 1, 2, 5, 6, 7 masked; row 1: frame 3 only; row 2: none; row 3: frames 0 and 9.
+  auto mask = torch::zeros({4, 10}, torch::kBool);
+  for (int t : {1, 2, 5, 6, 7}) mask[0][t] = true;
+  mask[1][3] = true;
+  mask[3][0] = true;
+  mask[3][9] = true;
+  const std::int64_t K = 200;
+  std::mt19937_64 rng(5);
+  auto d = sample_distractors(mask, K, rng);
+  REQUIRE(d.dim() == 2);
+  REQUIRE(d.size(0) == 8);  // M = 5 + 1 + 0 + 2, row-major
+  REQUIRE(d.size(1) == K);
+  CHECK(d.dtype() == torch::kInt64);
+  CHECK(d.device().is_cpu());
+
+  // Row 0 owns masked indices [0, 5); every other frame of the row is drawn (K = 200 of 4 choices).
+  for (std::int64_t i = 0; i < 5; ++i) {
+    INFO("frame " << i);
+    auto row = d[i];
+    CHECK((row >= 0).all().item<bool>());
+    CHECK((row < 5).all().item<bool>());
+    CHECK_FALSE((row == i).any().item<bool>());
+    for (std::int64_t j = 0; j < 5; ++j)
+      if (j != i) CHECK((row == j).any().item<bool>());
+  }
+  // Row 1's single masked frame has nothing to draw from.
+  CHECK((d[5] == -1).all().item<bool>());
+  // Row 3 (indices 6, 7): each can only draw the other.
+  CHECK((d[6] == 7).all().item<bool>());
+  CHECK((d[7] == 6).all().item<bool>());
+
+  // Uniform over the other frames: each of the 4 choices about 1/4 of frame 0's 200 draws... over all
+  // five frames of row 0 (1000 draws) each index is drawn about 200 times.
+  auto counts = torch::bincount(d.narrow(0, 0, 5).reshape({-1}), {}, 5);
+  for (std::int64_t j = 0; j < 5; ++j) CHECK(counts[j].item<double>() == Approx(200).margin(40));
+
+  // The same seed gives the same draws.
+  std::mt19937_64 a(9), b(9);
+  CHECK(torch::equal(sample_distractors(mask, 7, a), sample_distractors(mask, 7, b)));
+
+  // Frames of a row with one masked frame do not count in the loss.
+  auto q = torch::randn({8, 4});
+  auto out = info_nce(q, q, d, 0.1);
+  CHECK(out.count.item<double>() == 7);
+  CHECK(out.accuracy.item<double>() == 1.0);
+
+  // A mask without any masked frame gives an empty (0, K) table.
+  auto empty = sample_distractors(torch::zeros({2, 5}, torch::kBool), 3, rng);
+  CHECK(empty.size(0) == 0);
+  CHECK(empty.size(1) == 3);
+}
+
+TEST_CASE("w2v_bert perplexity_and_diversity: G V for uniform use, G for collapse", "[w2v_bert][quantizer]") {
+  const std::int64_t G = 2, V = 4;
+  const double GV = G * V;
+  SECTION("uniform probabilities") {
+    auto [perplexity, diversity] = QuantizerImpl::perplexity_and_diversity(torch::full({5, G, V}, 1.0 / V));
+    CHECK(perplexity.item<double>() == Approx(GV).epsilon(1e-5));
+    CHECK(diversity.item<double>() == Approx(0.0).margin(1e-5));
+  }
+  SECTION("one-hot codes spread evenly over all entries") {
+    auto codes = torch::zeros({8, G}, torch::kLong);
+    for (std::int64_t n = 0; n < 8; ++n) {
+      codes[n][0] = n % V;
+      codes[n][1] = (n + 1) % V;
+    }
+    auto [perplexity, diversity] = QuantizerImpl::perplexity_and_diversity(torch::one_hot(codes, V).to(torch::kFloat32));
+    CHECK(perplexity.item<double>() == Approx(GV).epsilon(1e-5));
+    CHECK(diversity.item<double>() == Approx(0.0).margin(1e-5));
+  }
+  SECTION("collapse onto one entry per codebook") {
+    auto codes = torch::zeros({8, G}, torch::kLong);
+    codes.select(1, 1).fill_(3);  // codebook 1 collapses onto another entry, same measure
+    auto [perplexity, diversity] = QuantizerImpl::perplexity_and_diversity(torch::one_hot(codes, V).to(torch::kFloat32));
+    CHECK(perplexity.item<double>() == Approx(G).epsilon(1e-5));
+    CHECK(diversity.item<double>() == Approx((GV - G) / GV).epsilon(1e-5));  // 0.75
+    // w2v-BERT's size (V = 1024, here with G = 2): collapse costs nearly 1.
+    auto big = torch::zeros({6, 2, 1024});
+    big.select(2, 17).fill_(1.0);
+    auto [p_big, d_big] = QuantizerImpl::perplexity_and_diversity(big);
+    CHECK(p_big.item<double>() == Approx(2.0).epsilon(1e-4));
+    CHECK(d_big.item<double>() == Approx((2048.0 - 2.0) / 2048.0).epsilon(1e-5));
+    CHECK(d_big.item<double>() > 0.99);
+  }
+  SECTION("one codebook uniform, the other collapsed: V + 1") {
+    auto probs = torch::zeros({3, G, V});
+    probs.select(1, 0).fill_(1.0 / V);
+    probs.select(1, 1).select(1, 2).fill_(1.0);
+    auto [perplexity, diversity] = QuantizerImpl::perplexity_and_diversity(probs);
+    CHECK(perplexity.item<double>() == Approx(V + 1.0).epsilon(1e-5));
+    CHECK(diversity.item<double>() == Approx((GV - V - 1) / GV).epsilon(1e-5));
+  }
+  SECTION("two entries used half the time each: perplexity 2 per codebook") {
+    auto codes = torch::tensor({0, 1, 0, 1, 1, 0, 1, 0}, torch::kLong).reshape({4, 2});
+    auto [perplexity, diversity] = QuantizerImpl::perplexity_and_diversity(torch::one_hot(codes, V).to(torch::kFloat32));
+    CHECK(perplexity.item<double>() == Approx(4.0).epsilon(1e-5));
+    CHECK(diversity.item<double>() == Approx(0.5).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("w2v_bert quantizer: hard one-hot codebook rows in training, argmax codes", "[w2v_bert][quantizer]") {
+  torch::manual_seed(6);
+  const std::int64_t B = 2, T = 50, Din = 5, G = 2, V = 8, code_dim = 6, d = code_dim / G;
+  Quantizer q(Din, G, V, code_dim);
+  REQUIRE(q->is_training());
+  CHECK(q->codebook.sizes() == torch::IntArrayRef({G, V, d}));
+  CHECK(q->logits->weight.sizes() == torch::IntArrayRef({G * V, Din}));
+  auto x = torch::randn({B, T, Din});
+  auto valid = torch::ones({B, T}, torch::kBool);
+  auto out = q->forward(x, valid, 2.0);
+  REQUIRE(out.quantized.sizes() == torch::IntArrayRef({B, T, code_dim}));
+  REQUIRE(out.codes.sizes() == torch::IntArrayRef({B, T, G}));
+  CHECK(out.codes.dtype() == torch::kInt64);
+  CHECK_FALSE(out.codes.requires_grad());
+
+  torch::Tensor z;
+  {
+    torch::NoGradGuard no_grad;
+    z = q->logits(x).view({B, T, G, V});
+  }
+  CHECK(torch::equal(out.codes, z.argmax(-1)));
+
+  // Each group's slice of the quantized vector is exactly one codebook row (straight-through adds and
+  // subtracts the soft sample, so equality is up to rounding).
+  auto slices = out.quantized.detach().view({B, T, G, 1, d});
+  auto distance = (slices - q->codebook.detach().view({1, 1, G, V, d})).abs().amax(-1);  // (B, T, G, V)
+  CHECK((distance.amin(-1) < 1e-5).all().item<bool>());
+  CHECK(((distance < 1e-5).sum(-1) == 1).all().item<bool>());
+  // The Gumbel noise picks other entries than the argmax for some frames, in training only.
+  auto picked = distance.argmin(-1);
+  CHECK((picked != out.codes).any().item<bool>());
+  // sampled_codes are exactly the entries the quantized vectors were built from: the masked-prediction
+  // target of mlm_target = "sampled", the same codes the contrastive loss's targets are.
+  CHECK(torch::equal(out.sampled_codes, picked));
+  CHECK_FALSE(out.sampled_codes.requires_grad());
+  q->eval();
+  auto evaluated = q->forward(x, valid, 2.0);
+  CHECK(torch::equal(evaluated.sampled_codes, evaluated.codes));  // no noise in evaluation
+  q->train();
+
+  // The straight-through estimator gives the logits a gradient from the quantized vector.
+  out.quantized.sum().backward();
+  REQUIRE(q->logits->weight.grad().defined());
+  CHECK(q->logits->weight.grad().abs().sum().item<double>() > 0);
+  CHECK(q->codebook.grad().abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("w2v_bert quantizer: eval mode is deterministic and agrees with code_ids", "[w2v_bert][quantizer]") {
+  torch::manual_seed(7);
+  const std::int64_t B = 3, T = 20, Din = 5, G = 2, V = 8, code_dim = 6, d = code_dim / G;
+  Quantizer q(Din, G, V, code_dim);
+  q->eval();
+  auto x = torch::randn({B, T, Din});
+  auto valid = torch::ones({B, T}, torch::kBool);
+  auto a = q->forward(x, valid, 2.0);
+  auto b = q->forward(x, valid, 0.5);
+  CHECK(torch::equal(a.quantized, b.quantized));
+  CHECK(torch::equal(a.codes, b.codes));
+  // The quantized vector is the codebook rows of the argmax codes.
+  for (std::int64_t g = 0; g < G; ++g) {
+    auto rows = q->codebook[g].index({a.codes.select(-1, g)});  // (B, T, d)
+    CHECK(torch::allclose(a.quantized.narrow(-1, g * d, d), rows, 0, 1e-6));
+  }
+  auto ids = q->code_ids(x);
+  CHECK(ids.sizes() == torch::IntArrayRef({B, T, G}));
+  CHECK(ids.dtype() == torch::kInt64);
+  CHECK_FALSE(ids.requires_grad());
+  CHECK(torch::equal(ids, a.codes));
+  // Training mode's codes are the same argmax.
+  q->train();
+  CHECK(torch::equal(q->forward(x, valid, 2.0).codes, a.codes));
+  CHECK(torch::equal(q->code_ids(x), a.codes));
+}
+
+TEST_CASE("w2v_bert quantizer: perplexities over the valid frames only", "[w2v_bert][quantizer]") {
+  torch::manual_seed(8);
+  const std::int64_t B = 2, T = 12, Din = 4, G = 2, V = 5;
+  Quantizer q(Din, G, V, 4);
+  auto x = torch::randn({B, T, Din});
+  auto valid = ~padding_mask(torch::tensor({12, 7}, torch::kLong), T);
+  auto out = q->forward(x, valid, 1.0);
+  torch::NoGradGuard no_grad;
+  auto z = q->logits(x).view({B, T, G, V});
+  auto [p, div] = QuantizerImpl::perplexity_and_diversity(torch::softmax(z, -1).index({valid}));
+  CHECK(out.perplexity.item<double>() == Approx(p.item<double>()).epsilon(1e-5));
+  CHECK(out.diversity.item<double>() == Approx(div.item<double>()).epsilon(1e-5));
+  CHECK(out.diversity.item<double>() == Approx((G * V - out.perplexity.item<double>()) / (G * V)).epsilon(1e-5));
+  auto hard = torch::one_hot(z.argmax(-1).index({valid}), V).to(torch::kFloat32);
+  CHECK(out.usage_perplexity.item<double>() ==
+        Approx(QuantizerImpl::perplexity_and_diversity(hard).first.item<double>()).epsilon(1e-5));
+  // Changing a padded frame's features changes nothing.
+  auto x2 = x.clone();
+  x2[1][10] = torch::full({Din}, 50.0);
+  auto out2 = q->forward(x2, valid, 1.0);
+  CHECK(out2.perplexity.item<double>() == Approx(out.perplexity.item<double>()).epsilon(1e-6));
+  CHECK(out2.usage_perplexity.item<double>() == Approx(out.usage_perplexity.item<double>()).epsilon(1e-6));
+  // Perplexity of the soft average lies between G and G V.
+  CHECK(out.perplexity.item<double>() >= G - 1e-4);
+  CHECK(out.perplexity.item<double>() <= G * V + 1e-4);
+
+  CHECK_THROWS_AS(Quantizer(4, 2, 5, 5), std::invalid_argument);  // code_dim not divisible by G
+  CHECK_THROWS_AS(Quantizer(4, 1, 1, 4), std::invalid_argument);  // a single entry
+}
+
+TEST_CASE("w2v_bert: the scale of the random mask vectors is taken over valid frames only", "[w2v_bert][padding]") {
+  torch::manual_seed(8);
+  auto row = torch::randn({1, 20, 6}) * 2.5 + 0.3;
+  const auto alone = valid_std(row, torch::ones({1, 20}, torch::kBool)).item<double>();
+  // The same row beside a longer one, padded with zeros: the zeros must not shrink the scale, and the
+  // other row's frames count as they are.
+  auto padded = torch::cat({row, torch::zeros({1, 60, 6})}, 1);
+  auto valid = torch::zeros({1, 80}, torch::kBool);
+  valid.narrow(1, 0, 20).fill_(true);
+  CHECK(valid_std(padded, valid).item<double>() == Approx(alone).epsilon(1e-6));
+  CHECK(padded.std().item<double>() < 0.7 * alone);  // what the old, unmasked scale gave
+  CHECK(valid_std(padded, torch::zeros({1, 80}, torch::kBool)).item<double>() == 1.0);
+}
