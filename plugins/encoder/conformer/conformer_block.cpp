@@ -5,20 +5,14 @@
 #include <stdexcept>
 
 #include <torch/nn/functional/activation.h>
-#include <torch/nn/functional/dropout.h>
-
+#include "dropout.h"
 #include "masked_norm.h"
 #include "relative_position.h"
 
 namespace workbench::conformer {
 
-namespace F = torch::nn::functional;
-
 namespace {
-torch::Tensor drop(const torch::Tensor& x, double p, bool training) {
-  if (!training || p <= 0) return x;
-  return F::dropout(x, F::DropoutFuncOptions().p(p).training(true));
-}
+torch::Tensor drop(const torch::Tensor& x, double p, bool training) { return philox_dropout(x, p, training); }
 }  // namespace
 
 FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()) {

@@ -7,11 +7,11 @@
 #include <cmath>
 #include <limits>
 
-#include <torch/nn/functional/dropout.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include "activation_checkpoint.h"
 #include "conformer_block.h"
+#include "dropout.h"
 #include "subsampling.h"
 #include "workbench/encoder.h"
 #include "workbench/error.h"
@@ -127,9 +127,7 @@ class ConformerEncoder final : public Encoder {
 
  private:
   torch::Tensor drop_input(const torch::Tensor& x) const {
-    if (!net_->is_training() || input_dropout_ <= 0) return x;
-    namespace F = torch::nn::functional;
-    return F::dropout(x, F::DropoutFuncOptions().p(input_dropout_).training(true));
+    return philox_dropout(x, input_dropout_, net_->is_training());
   }
 
   Conformer net_{nullptr};
@@ -141,8 +139,9 @@ class ConformerEncoder final : public Encoder {
 
 PluginDescriptor describe() {
   // 1.1: frontend, position, shaw_left, shaw_right; 1.2: upper bounds on the sizes (an absurd one is an
-  // error at its line, not an allocation that fails or swaps); 1.3: checkpoint_activations
-  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.3.0",
+  // error at its line, not an allocation that fails or swaps); 1.3: checkpoint_activations; 1.4: dropout
+  // masks from Philox (dropout.h), so a seed gives other masks than 1.3's
+  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.4.0",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
       "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
       OptionSchema()
