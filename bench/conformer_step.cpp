@@ -52,6 +52,8 @@ struct Args {
   bool no_peer = false;
   bool checkpoint_activations = false;
   bool search_splits = false;
+  bool return_freed_memory = false;  // ours without trainer.keep_freed_memory (the default keeps it)
+  bool peer_keeps_freed_memory = false;  // the peer with the same glibc setting, through GLIBC_TUNABLES
   std::string profile;  // a Chrome trace of the timed steps (LibTorch's legacy profiler), when set
 };
 
@@ -197,8 +199,11 @@ dropout = 0.0
 
 double run_peer(const Args& a, int threads, int blas_threads) {
   std::string cmd = fmt::format(
-      "OPENBLAS_NUM_THREADS={} {} {} --d-model {} --ffn-dim {} --heads {} --layers {} --kernel {} --channels {} "
+      "{}OPENBLAS_NUM_THREADS={} {} {} --d-model {} --ffn-dim {} --heads {} --layers {} --kernel {} --channels {} "
       "--vocab {} --batch {} --seconds {} --warmup {} --steps {} --threads {}",
+      a.peer_keeps_freed_memory
+          ? "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824 "
+          : "",
       blas_threads > 0 ? blas_threads : threads, a.python, a.peer, a.d_model, a.ffn_dim, a.heads, a.layers,
       a.kernel, a.channels > 0 ? a.channels : a.d_model, a.vocab, a.batch, a.seconds, a.warmup, a.steps, threads);
   FILE* p = popen(cmd.c_str(), "r");
@@ -216,9 +221,10 @@ double run_peer(const Args& a, int threads, int blas_threads) {
 
 std::string shape_args(const Args& a) {
   return fmt::format("--d-model {} --ffn-dim {} --heads {} --layers {} --kernel {} --channels {} --vocab {} --batch {} "
-                     "--seconds {} --warmup {} --steps {}{}",
+                     "--seconds {} --warmup {} --steps {}{}{}",
                      a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels, a.vocab, a.batch, a.seconds,
-                     a.warmup, a.steps, a.checkpoint_activations ? " --checkpoint-activations" : "");
+                     a.warmup, a.steps, a.checkpoint_activations ? " --checkpoint-activations" : "",
+                     a.return_freed_memory ? " --return-freed-memory" : "");
 }
 
 /// Ours at one split, in a fresh process (this executable with --no-peer), so that no thread pool carries
@@ -308,6 +314,11 @@ int main(int argc, char** argv) {
                "the conformer's checkpoint_activations: each block computed again in the backward pass");
   app.add_option("--profile", a.profile,
                  "write a Chrome trace of our timed steps to this file (bench/profile_summary.py sums it by op)");
+  app.add_flag("--return-freed-memory", a.return_freed_memory,
+               "ours with trainer.keep_freed_memory = false: glibc's default thresholds");
+  app.add_flag("--peer-keeps-freed-memory", a.peer_keeps_freed_memory,
+               "run the peer with the same glibc thresholds as ours (GLIBC_TUNABLES), to separate the allocator's "
+               "share of the ratio from the model's");
   app.add_flag("--search-splits", a.search_splits,
                "run both sides at every split of the cores between LibTorch and OpenBLAS threads, each in a fresh "
                "process, and compare the best of each");
@@ -315,6 +326,8 @@ int main(int argc, char** argv) {
 
   const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
+  // As `workbench run` does (trainer.keep_freed_memory, on by default).
+  if (!a.return_freed_memory) keep_freed_memory();
   if (a.blas_threads > 0) set_blas_threads(a.blas_threads);
   std::printf("threads %d, BLAS %s (%d threads), batch %lld x %.1f s\n", threads, detect_blas().name.c_str(),
               detect_blas().threads, static_cast<long long>(a.batch), a.seconds);

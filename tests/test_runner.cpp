@@ -1,6 +1,10 @@
 // The runner's phases, each on its own: resolve, runtime, data (features computed once), model,
 // components, capability connection (and its errors, raised before any optimizer exists), trainer and
 // training, with every fact going to a RunRecorder. The plugins are the real built-in ones.
+#include <malloc.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -16,6 +20,7 @@
 #include "workbench/error.h"
 #include "workbench/registry.h"
 #include "workbench/runner.h"
+#include "workbench/runtime.h"
 
 #include <catch2/catch.hpp>
 
@@ -71,6 +76,28 @@ TEST_CASE("runner: configure_runtime sets the threads and the device, and refuse
     gpu.resolve(joint({"trainer.device=\"cuda\""}));
     CHECK_THROWS_WITH(gpu.configure_runtime(), Contains("CUDA is not available"));
   }
+  at::set_num_threads(2);
+}
+
+TEST_CASE("runtime: keep_freed_memory (trainer.keep_freed_memory) serves a large buffer from the heap and keeps "
+          "it when freed", "[runner][runtime]") {
+  // What a step's largest activations need: glibc would mmap a 96 MB block (its threshold is at most
+  // 32 MiB), fault its pages in, and unmap it on free, at every step.
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  runner.resolve(joint({"trainer.threads=1", "trainer.device=\"cpu\""}));  // keep_freed_memory = true by default
+  runner.configure_runtime();
+  REQUIRE(keep_freed_memory());  // glibc accepts it (the runner's call returns the same)
+  const std::size_t bytes = std::size_t{96} << 20;
+  const auto before = mallinfo2();
+  void* block = std::malloc(bytes);
+  REQUIRE(block != nullptr);
+  std::memset(block, 1, bytes);
+  const auto during = mallinfo2();
+  CHECK(during.hblkhd == before.hblkhd);  // no mmap of its own
+  CHECK(during.uordblks >= before.uordblks + bytes);
+  std::free(block);
+  CHECK(mallinfo2().fordblks >= bytes);  // kept in the heap for the next step, not given back
   at::set_num_threads(2);
 }
 

@@ -166,6 +166,7 @@ const RuntimeInfo& Runner::configure_runtime() {
   info.threads = tr.threads() > 0 ? static_cast<int>(tr.threads()) : cores;
   at::set_num_threads(info.threads);
   if (tr.blas_threads() > 0) set_blas_threads(static_cast<int>(tr.blas_threads()));
+  if (tr.keep_freed_memory()) keep_freed_memory();
   const BlasInfo blas = detect_blas();
   info.blas = blas.name;
   info.blas_path = blas.path;

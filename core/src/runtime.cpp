@@ -1,6 +1,8 @@
 #include "workbench/runtime.h"
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <link.h>
 
 #ifndef WORKBENCH_SOURCE_DIR_FOR_GIT
@@ -64,6 +67,16 @@ BlasInfo detect_blas() {
     info.name = "unknown";
   }
   return info;
+}
+
+bool keep_freed_memory(std::size_t bytes) {
+#if defined(__GLIBC__)
+  const int value = static_cast<int>(std::min<std::size_t>(bytes, static_cast<std::size_t>(INT_MAX)));
+  return mallopt(M_MMAP_THRESHOLD, value) == 1 && mallopt(M_TRIM_THRESHOLD, value) == 1;
+#else
+  (void)bytes;
+  return false;
+#endif
 }
 
 bool set_blas_threads(int threads) {

@@ -1,5 +1,6 @@
 #pragma once
 // Process-level facts and switches: which BLAS is active, thread pools, Ctrl-C.
+#include <cstddef>
 #include <string>
 
 namespace workbench {
@@ -15,6 +16,14 @@ struct BlasInfo {
 BlasInfo detect_blas();
 /// Sets OpenBLAS's own pool size (found with dlsym); returns false where the BLAS has no such call.
 bool set_blas_threads(int threads);
+
+/// Keeps freed heap memory in this process: raises glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to
+/// `bytes`, so that allocations up to that size come from the heap and freed ones are not given back to the
+/// system. LibTorch's CPU allocator has no cache of its own; without this, every activation over glibc's
+/// dynamic threshold (at most 32 MiB) is a fresh mmap whose pages fault in on first touch, and freeing it
+/// unmaps them again, at every step (bench/README.md measures the cost). The resident size then stays
+/// near its peak. Returns false where the C library refuses the setting (not glibc).
+bool keep_freed_memory(std::size_t bytes = std::size_t{1} << 30);
 
 /// Installs SIGINT/SIGTERM handlers that only raise a flag; the trainer polls it between steps and
 /// throws Interrupted, so the run is recorded as interrupted. A second Ctrl-C exits at once.

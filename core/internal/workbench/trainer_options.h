@@ -55,6 +55,9 @@ struct TrainerOptions {
   TORCH_ARG(FloatTable, lr_multipliers) = {};
   TORCH_ARG(std::int64_t, threads) = 0;
   TORCH_ARG(std::int64_t, blas_threads) = 1;
+  /// Keep freed memory in the process instead of returning it to the system (keep_freed_memory in
+  /// runtime.h), so that each step's large activations reuse resident pages.
+  TORCH_ARG(bool, keep_freed_memory) = true;
   TORCH_ARG(std::string, device) = "auto";
   TORCH_ARG(std::int64_t, log_every) = 20;
   TORCH_ARG(bool, eval_at_start) = true;
