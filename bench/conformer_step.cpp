@@ -52,6 +52,7 @@ struct Args {
   bool no_peer = false;
   bool checkpoint_activations = false;
   bool search_splits = false;
+  std::string linear_backend = "auto";  // the conformer's linear_backend
   bool return_freed_memory = false;  // ours without trainer.keep_freed_memory (the default keeps it)
   bool peer_keeps_freed_memory = false;  // the peer with the same glibc setting, through GLIBC_TUNABLES
   std::string profile;  // a Chrome trace of the timed steps (LibTorch's legacy profiler), when set
@@ -125,6 +126,7 @@ conv_norm = "batch"
 subsampling_channels = {}
 dropout = 0.1
 checkpoint_activations = {}
+linear_backend = "{}"
 
 [data.train]
 plugin = "manifest"
@@ -134,7 +136,7 @@ plugin = "ctc"
 dropout = 0.0
 )",
                                        a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels,
-                                       a.checkpoint_activations ? "true" : "false");
+                                       a.checkpoint_activations ? "true" : "false", a.linear_backend);
   const ExperimentConfig cfg = ExperimentFile::parse_text(toml, "bench_conformer_step.toml")
                                    .resolve([&](PluginKind kind, const std::string& name,
                                                 const std::string& where) -> const OptionSchema& {
@@ -221,10 +223,11 @@ double run_peer(const Args& a, int threads, int blas_threads) {
 
 std::string shape_args(const Args& a) {
   return fmt::format("--d-model {} --ffn-dim {} --heads {} --layers {} --kernel {} --channels {} --vocab {} --batch {} "
-                     "--seconds {} --warmup {} --steps {}{}{}",
+                     "--seconds {} --warmup {} --steps {}{}{}{}",
                      a.d_model, a.ffn_dim, a.heads, a.layers, a.kernel, a.channels, a.vocab, a.batch, a.seconds,
                      a.warmup, a.steps, a.checkpoint_activations ? " --checkpoint-activations" : "",
-                     a.return_freed_memory ? " --return-freed-memory" : "");
+                     a.return_freed_memory ? " --return-freed-memory" : "",
+                     a.linear_backend == "auto" ? "" : " --linear-backend " + a.linear_backend);
 }
 
 /// Ours at one split, in a fresh process (this executable with --no-peer), so that no thread pool carries
@@ -314,6 +317,8 @@ int main(int argc, char** argv) {
                "the conformer's checkpoint_activations: each block computed again in the backward pass");
   app.add_option("--profile", a.profile,
                  "write a Chrome trace of our timed steps to this file (bench/profile_summary.py sums it by op)");
+  app.add_option("--linear-backend", a.linear_backend, "the conformer's linear_backend: auto, onednn or blas")
+      ->capture_default_str();
   app.add_flag("--return-freed-memory", a.return_freed_memory,
                "ours with trainer.keep_freed_memory = false: glibc's default thresholds");
   app.add_flag("--peer-keeps-freed-memory", a.peer_keeps_freed_memory,

@@ -15,16 +15,16 @@ namespace {
 torch::Tensor drop(const torch::Tensor& x, double p, bool training) { return philox_dropout(x, p, training); }
 }  // namespace
 
-FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()) {
+FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.d_model()})));
   up = register_module("up", torch::nn::Linear(o.d_model(), o.ffn_dim()));
   down = register_module("down", torch::nn::Linear(o.ffn_dim(), o.d_model()));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto h = torch::silu(up(norm(x)));
+  auto h = torch::silu(pointwise(up, norm(x), linear));
   h = drop(h, dropout, is_training());
-  return drop(down(h), dropout, is_training());
+  return drop(pointwise(down, h, linear), dropout, is_training());
 }
 
 Position parse_position(const std::string& name) {
@@ -40,7 +40,8 @@ SelfAttentionImpl::SelfAttentionImpl(const BlockOptions& o)
       d_model(o.d_model()),
       shaw_left(o.shaw_left()),
       shaw_right(o.shaw_right()),
-      dropout(o.dropout()) {
+      dropout(o.dropout()),
+      linear(parse_linear_backend(o.linear_backend())) {
   if (o.d_model() % o.heads() != 0)
     throw std::invalid_argument("d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads (" +
                                 std::to_string(o.heads()) + ")");
@@ -96,7 +97,7 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
                                          const RelativePositions& rel) {
   const auto B = x.size(0), T = x.size(1), D = x.size(2), dh = D / heads;
   // (B, T, 3, H, dh) -> three (B*H, T, dh)
-  auto proj = qkv(norm(x)).view({B, T, 3, heads, dh}).permute({2, 0, 3, 1, 4}).reshape({3, B * heads, T, dh});
+  auto proj = pointwise(qkv, norm(x), linear).view({B, T, 3, heads, dh}).permute({2, 0, 3, 1, 4}).reshape({3, B * heads, T, dh});
   auto q = proj[0], k = proj[1], v = proj[2];
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   torch::Tensor scores;
@@ -115,10 +116,10 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   auto attn = torch::softmax(scores, -1);
   attn = drop(attn, dropout, is_training());
   auto ctx = torch::bmm(attn, v).view({B, heads, T, dh}).transpose(1, 2).reshape({B, T, D});
-  return drop(out(ctx), dropout, is_training());
+  return drop(pointwise(out, ctx, linear), dropout, is_training());
 }
 
-ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()) {
+ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
   if (o.kernel_size() % 2 == 0)
     throw std::invalid_argument("kernel_size must be odd (got " + std::to_string(o.kernel_size()) + ")");
   const auto D = o.d_model();
@@ -143,7 +144,7 @@ ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()) {
 }
 
 torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x, const torch::Tensor& pad) {
-  auto h = torch::glu(pointwise_in(norm(x)), -1);              // (B, T, D)
+  auto h = torch::glu(pointwise(pointwise_in, norm(x), linear), -1);              // (B, T, D)
   h = h.masked_fill(pad.unsqueeze(-1), 0.0);                   // padding must not leak into the kernel
   h = depthwise(h.transpose(1, 2));                            // (B, D, T)
   // The kernel's edges and bias reach the padded frames: batch and group statistics run over the valid
@@ -156,10 +157,10 @@ torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x, const torch::Tenso
     h = layer_norm(h.transpose(1, 2));
   }
   h = torch::silu(h);
-  return drop(pointwise_out(h), dropout, is_training());
+  return drop(pointwise(pointwise_out, h, linear), dropout, is_training());
 }
 
-BlockImpl::BlockImpl(const BlockOptions& o) : dropout(o.dropout()) {
+BlockImpl::BlockImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
   ffn1 = register_module("ffn1", FeedForward(o));
   attention = register_module("attention", SelfAttention(o));
   conv = register_module("conv", ConvModule(o));

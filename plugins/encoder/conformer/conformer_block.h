@@ -32,6 +32,8 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "pointwise.h"
+
 namespace workbench::conformer {
 
 struct BlockOptions {
@@ -43,6 +45,8 @@ struct BlockOptions {
   TORCH_ARG(std::int64_t, conv_norm_groups) = 8;  ///< for group norm
   TORCH_ARG(double, batch_norm_momentum) = 0.1;   ///< for batch norm: weight of each batch in the running statistics
   TORCH_ARG(double, dropout) = 0.1;
+  /// The Linear layers: "onednn" on LibTorch's threads, "blas", or "auto" (pointwise.h).
+  TORCH_ARG(std::string, linear_backend) = "auto";
   TORCH_ARG(std::string, position) = "none";  ///< none | relative_xl | shaw (see the top of this file)
   TORCH_ARG(std::int64_t, shaw_left) = 64;    ///< shaw: distances clipped to [-shaw_left, shaw_right]
   TORCH_ARG(std::int64_t, shaw_right) = 8;
@@ -66,6 +70,7 @@ struct FeedForwardImpl : torch::nn::Module {
   torch::nn::LayerNorm norm{nullptr};
   torch::nn::Linear up{nullptr}, down{nullptr};
   double dropout;
+  LinearBackend linear;
 };
 TORCH_MODULE(FeedForward);
 
@@ -89,6 +94,7 @@ struct SelfAttentionImpl : torch::nn::Module {
   Position position;
   std::int64_t heads, d_model, shaw_left, shaw_right;
   double dropout;
+  LinearBackend linear;
 };
 TORCH_MODULE(SelfAttention);
 
@@ -105,6 +111,7 @@ struct ConvModuleImpl : torch::nn::Module {
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
   double dropout;
+  LinearBackend linear;
 };
 TORCH_MODULE(ConvModule);
 
@@ -117,6 +124,7 @@ struct BlockImpl : torch::nn::Module {
   ConvModule conv{nullptr};
   torch::nn::LayerNorm final_norm{nullptr};
   double dropout;
+  LinearBackend linear;
 };
 TORCH_MODULE(Block);
 

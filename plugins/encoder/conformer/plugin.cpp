@@ -53,7 +53,8 @@ class ConformerEncoder final : public Encoder {
         .dropout(opt.get_float("dropout"))
         .position(opt.get_string("position"))
         .shaw_left(opt.get_int("shaw_left"))
-        .shaw_right(opt.get_int("shaw_right"));
+        .shaw_right(opt.get_int("shaw_right"))
+        .linear_backend(opt.get_string("linear_backend"));
     if (o.d_model() % o.heads() != 0)
       opt.fail("heads", "d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads");
     if (o.kernel_size() % 2 == 0) opt.fail("kernel_size", "must be odd so that the output keeps its length");
@@ -140,7 +141,7 @@ class ConformerEncoder final : public Encoder {
 PluginDescriptor describe() {
   // 1.1: frontend, position, shaw_left, shaw_right; 1.2: upper bounds on the sizes (an absurd one is an
   // error at its line, not an allocation that fails or swaps); 1.3: checkpoint_activations; 1.4: dropout
-  // masks from Philox (dropout.h), so a seed gives other masks than 1.3's
+  // masks from Philox (dropout.h), so a seed gives other masks than 1.3's, and linear_backend
   return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.4.0",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
       "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
@@ -165,6 +166,10 @@ PluginDescriptor describe() {
           .add_int("shaw_left", 64, "position = shaw: farthest distance to the left with its own embedding", 0)
           .add_int("shaw_right", 8, "position = shaw: farthest distance to the right with its own embedding", 0)
           .add_float("dropout", 0.1, "dropout in every sub-module and after the frontend", 0, 1)
+          .add_choice("linear_backend", "auto", {"auto", "onednn", "blas"},
+                      "the blocks' Linear layers on the CPU: onednn = 1x1 convolutions on LibTorch's own threads "
+                      "(float32, where LibTorch has oneDNN), blas = torch::linear through the BLAS and its pool, "
+                      "auto = onednn when LibTorch has more than one thread (trainer.threads), else blas")
           .add_bool("checkpoint_activations", false,
                     "keep only each block's input for the backward pass and compute the block again there: the "
                     "activations of one block in memory instead of all, for one more forward pass of the blocks"));

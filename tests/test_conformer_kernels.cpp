@@ -1,20 +1,27 @@
-// The conformer's dropout (plugins/encoder/conformer/dropout.h): Philox4x32-10 against Random123's
-// published known-answer vectors, then the mask's rate, scale and independence, its gradient, and that it
-// depends on the seed only (not on the thread count). Registry-free, so the sanitized build runs it too.
+// The conformer's own kernels, registry-free so that the sanitized build runs them too:
+// - its dropout (dropout.h): Philox4x32-10 against Random123's published known-answer vectors, then the
+//   mask's rate, scale and independence, its gradient, and that it depends on the seed only;
+// - its Linear layers through oneDNN (pointwise.h): the outputs and all three gradients of torch::linear.
 #include <ATen/Parallel.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <vector>
 
 #include "dropout.h"
+#include "pointwise.h"
 
 #include <catch2/catch.hpp>
 
 using workbench::conformer::philox4x32;
 using workbench::conformer::philox_dropout;
+using workbench::conformer::LinearBackend;
+using workbench::conformer::parse_linear_backend;
+using workbench::conformer::pointwise;
 
 TEST_CASE("philox4x32-10 gives Random123's known-answer vectors", "[conformer][dropout]") {
   // Random123 1.14, tests/kat_vectors: "philox4x32 10" lines (counter, key, expected).
@@ -97,4 +104,56 @@ TEST_CASE("philox dropout: neighbouring elements are dropped independently", "[c
     const double both = (dropped.narrow(0, 0, n - lag) * dropped.narrow(0, lag, n - lag)).mean().item<double>();
     CHECK(std::abs(both - p * p) < 5 * std::sqrt(p * p * (1 - p * p) / static_cast<double>(n)));
   }
+}
+
+TEST_CASE("pointwise: a Linear layer through oneDNN gives torch::linear's output and gradients", "[conformer][linear]") {
+  torch::manual_seed(5);
+  for (bool bias : {true, false}) {
+    torch::nn::Linear layer(torch::nn::LinearOptions(48, 80).bias(bias));
+    for (const auto& shape : {std::vector<std::int64_t>{7, 48}, std::vector<std::int64_t>{3, 11, 48}}) {
+      const auto x = torch::randn(shape).requires_grad_(true);
+      const auto g = torch::randn(layer->forward(x).sizes());
+      layer->zero_grad();
+      (layer->forward(x) * g).sum().backward();
+      const auto gx = x.grad().clone(), gw = layer->weight.grad().clone();
+      const auto gb = bias ? layer->bias.grad().clone() : torch::Tensor();
+      x.mutable_grad().reset();
+      layer->zero_grad();
+      const auto y = pointwise(layer, x, LinearBackend::OneDnn);
+      CHECK(y.sizes() == layer->forward(x).sizes());
+      CHECK(torch::allclose(y, layer->forward(x), 1e-5, 1e-5));
+      (y * g).sum().backward();
+      CHECK(torch::allclose(x.grad(), gx, 1e-5, 1e-5));
+      CHECK(torch::allclose(layer->weight.grad(), gw, 1e-4, 1e-4));
+      if (bias) CHECK(torch::allclose(layer->bias.grad(), gb, 1e-4, 1e-4));
+    }
+  }
+}
+
+TEST_CASE("pointwise: auto follows LibTorch's thread count; a bad backend name is refused", "[conformer][linear]") {
+  CHECK(parse_linear_backend("auto") == LinearBackend::Auto);
+  CHECK(parse_linear_backend("blas") == LinearBackend::Blas);
+  CHECK_THROWS_AS(parse_linear_backend("mkl"), std::invalid_argument);
+  torch::manual_seed(7);
+  torch::nn::Linear layer(16, 24);
+  const auto x = torch::randn({9, 16});
+  const int saved = at::get_num_threads();
+  // One thread: torch::linear itself, bit for bit. Two: oneDNN, equal within rounding.
+  at::set_num_threads(1);
+  CHECK(torch::equal(pointwise(layer, x, LinearBackend::Auto), layer->forward(x)));
+  at::set_num_threads(2);
+  CHECK(torch::equal(pointwise(layer, x, LinearBackend::Auto), pointwise(layer, x, LinearBackend::OneDnn)));
+  at::set_num_threads(saved);
+}
+
+TEST_CASE("pointwise: a strided input, double precision and the blas backend take their own paths, equal to torch::linear",
+          "[conformer][linear]") {
+  torch::manual_seed(6);
+  torch::nn::Linear layer(16, 24);
+  const auto strided = torch::randn({16, 9}).t();  // (9, 16), not contiguous
+  CHECK(torch::allclose(pointwise(layer, strided, LinearBackend::OneDnn), layer->forward(strided), 1e-5, 1e-5));
+  CHECK(torch::equal(pointwise(layer, strided, LinearBackend::Blas), layer->forward(strided)));
+  layer->to(torch::kFloat64);
+  const auto d = torch::randn({5, 16}, torch::kFloat64);
+  CHECK(torch::equal(pointwise(layer, d, LinearBackend::OneDnn), layer->forward(d)));  // not float32: torch::linear itself
 }
