@@ -63,9 +63,12 @@ int main(int argc, char** argv) {
   bool no_peer = false, keep = false;
   std::string python = "/usr/bin/python3", peer = std::string(WORKBENCH_SOURCE_DIR) + "/bench/fbank_peer.py";
   CLI::App app{"log-mel filterbank: workbench's compute_fbank vs torchaudio.compliance.kaldi.fbank"};
-  app.add_option("--seconds", seconds, "seconds of 16 kHz speech")->capture_default_str();
-  app.add_option("--threads", threads, "intra-op threads, for both")->capture_default_str();
-  app.add_option("--reps", reps, "repetitions; the best is reported")->capture_default_str();
+  // At least one 25 ms frame; CLI11 refuses anything else with a message, rather than compute_fbank throwing.
+  app.add_option("--seconds", seconds, "seconds of 16 kHz speech (at least one 25 ms frame)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.025, 36000.0));
+  app.add_option("--threads", threads, "intra-op threads, for both")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--reps", reps, "repetitions; the best is reported")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--python", python)->capture_default_str();
   app.add_option("--peer", peer)->capture_default_str();
   app.add_flag("--no-peer", no_peer, "run only ours (the ctest smoke)");
