@@ -58,7 +58,8 @@ struct Args {
   std::string profile;  // a Chrome trace of the timed steps (LibTorch's legacy profiler), when set
 };
 
-/// The model FLOPs of one training step (forward + backward = 3 x forward; multiply-add = 2 FLOPs), counted
+/// The model FLOPs of one training step (forward + backward = 3 x forward, 2 x for the first convolution,
+/// whose input needs no gradient; multiply-add = 2 FLOPs), counted
 /// for the layers both sides have: the Conv2D subsampling (two 3x3 stride-2 convolutions and the
 /// projection), per block two half-step FFNs, the attention projections, QK^T and AV, the conv module's
 /// pointwise and depthwise convolutions, and the CTC head. Norms, activations, softmax, the CTC loss and
@@ -70,8 +71,9 @@ double step_flops(const Args& a) {
   const double C = static_cast<double>(a.channels > 0 ? a.channels : a.d_model);
   const auto out = [](double n) { return std::floor((n - 3) / 2) + 1; };  // a 3x3 stride-2 conv, no padding
   const double T = std::floor(a.seconds * 100), T1 = out(T), F1 = out(80), T2 = out(T1), F2 = out(F1);
-  double forward = 2 * T1 * F1 * C * 9;             // conv1: 1 -> C channels
-  forward += 2 * T2 * F2 * C * C * 9;               // conv2: C -> C
+  // conv1 (1 -> C channels) reads the features, which need no gradient: forward and weight gradient, 2x.
+  const double conv1 = 2 * T1 * F1 * C * 9;
+  double forward = 2 * T2 * F2 * C * C * 9;         // conv2: C -> C
   forward += 2 * T2 * (C * F2) * D;                 // projection to d_model
   const double block = 2 * (2 * 2 * D * F)          // two FFNs, D -> F -> D
                        + 4 * 2 * D * D              // Q, K, V and output projections
@@ -80,7 +82,7 @@ double step_flops(const Args& a) {
                        + 2 * K * D;                 // depthwise
   forward += static_cast<double>(a.layers) * T2 * block;
   forward += 2 * T2 * D * static_cast<double>(a.vocab);  // CTC head
-  return 3 * B * forward;
+  return B * (3 * forward + 2 * conv1);
 }
 
 /// The best GEMM throughput of this machine in GFLOP/s: a 2048 x 2048 float32 matmul, best of 5, at each

@@ -153,6 +153,8 @@ TEST_CASE("pointwise: a strided input, double precision and the blas backend tak
   const auto strided = torch::randn({16, 9}).t();  // (9, 16), not contiguous
   CHECK(torch::allclose(pointwise(layer, strided, LinearBackend::OneDnn), layer->forward(strided), 1e-5, 1e-5));
   CHECK(torch::equal(pointwise(layer, strided, LinearBackend::Blas), layer->forward(strided)));
+  // The wrong width is torch::linear's error, not a silent reshape of the rows.
+  CHECK_THROWS_AS(pointwise(layer, torch::randn({6, 8}), LinearBackend::OneDnn), c10::Error);
   layer->to(torch::kFloat64);
   const auto d = torch::randn({5, 16}, torch::kFloat64);
   CHECK(torch::equal(pointwise(layer, d, LinearBackend::OneDnn), layer->forward(d)));  // not float32: torch::linear itself

@@ -11,11 +11,7 @@
 
 namespace workbench::conformer {
 
-namespace {
-torch::Tensor drop(const torch::Tensor& x, double p, bool training) { return philox_dropout(x, p, training); }
-}  // namespace
-
-FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
+FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()), linear(o.linear_backend()) {
   norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.d_model()})));
   up = register_module("up", torch::nn::Linear(o.d_model(), o.ffn_dim()));
   down = register_module("down", torch::nn::Linear(o.ffn_dim(), o.d_model()));
@@ -23,8 +19,8 @@ FeedForwardImpl::FeedForwardImpl(const BlockOptions& o) : dropout(o.dropout()), 
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   auto h = torch::silu(pointwise(up, norm(x), linear));
-  h = drop(h, dropout, is_training());
-  return drop(pointwise(down, h, linear), dropout, is_training());
+  h = philox_dropout(h, dropout, is_training());
+  return philox_dropout(pointwise(down, h, linear), dropout, is_training());
 }
 
 Position parse_position(const std::string& name) {
@@ -41,7 +37,7 @@ SelfAttentionImpl::SelfAttentionImpl(const BlockOptions& o)
       shaw_left(o.shaw_left()),
       shaw_right(o.shaw_right()),
       dropout(o.dropout()),
-      linear(parse_linear_backend(o.linear_backend())) {
+      linear(o.linear_backend()) {
   if (o.d_model() % o.heads() != 0)
     throw std::invalid_argument("d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads (" +
                                 std::to_string(o.heads()) + ")");
@@ -114,12 +110,12 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
     scores = torch::baddbmm(base, q_content, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
   }
   auto attn = torch::softmax(scores, -1);
-  attn = drop(attn, dropout, is_training());
+  attn = philox_dropout(attn, dropout, is_training());
   auto ctx = torch::bmm(attn, v).view({B, heads, T, dh}).transpose(1, 2).reshape({B, T, D});
-  return drop(pointwise(out, ctx, linear), dropout, is_training());
+  return philox_dropout(pointwise(out, ctx, linear), dropout, is_training());
 }
 
-ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
+ConvModuleImpl::ConvModuleImpl(const BlockOptions& o) : dropout(o.dropout()), linear(o.linear_backend()) {
   if (o.kernel_size() % 2 == 0)
     throw std::invalid_argument("kernel_size must be odd (got " + std::to_string(o.kernel_size()) + ")");
   const auto D = o.d_model();
@@ -157,10 +153,10 @@ torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x, const torch::Tenso
     h = layer_norm(h.transpose(1, 2));
   }
   h = torch::silu(h);
-  return drop(pointwise(pointwise_out, h, linear), dropout, is_training());
+  return philox_dropout(pointwise(pointwise_out, h, linear), dropout, is_training());
 }
 
-BlockImpl::BlockImpl(const BlockOptions& o) : dropout(o.dropout()), linear(parse_linear_backend(o.linear_backend())) {
+BlockImpl::BlockImpl(const BlockOptions& o) {
   ffn1 = register_module("ffn1", FeedForward(o));
   attention = register_module("attention", SelfAttention(o));
   conv = register_module("conv", ConvModule(o));

@@ -45,8 +45,8 @@ struct BlockOptions {
   TORCH_ARG(std::int64_t, conv_norm_groups) = 8;  ///< for group norm
   TORCH_ARG(double, batch_norm_momentum) = 0.1;   ///< for batch norm: weight of each batch in the running statistics
   TORCH_ARG(double, dropout) = 0.1;
-  /// The Linear layers: "onednn" on LibTorch's threads, "blas", or "auto" (pointwise.h).
-  TORCH_ARG(std::string, linear_backend) = "auto";
+  /// Where the Linear layers run (pointwise.h).
+  TORCH_ARG(LinearBackend, linear_backend) = LinearBackend::Auto;
   TORCH_ARG(std::string, position) = "none";  ///< none | relative_xl | shaw (see the top of this file)
   TORCH_ARG(std::int64_t, shaw_left) = 64;    ///< shaw: distances clipped to [-shaw_left, shaw_right]
   TORCH_ARG(std::int64_t, shaw_right) = 8;
@@ -123,8 +123,6 @@ struct BlockImpl : torch::nn::Module {
   SelfAttention attention{nullptr};
   ConvModule conv{nullptr};
   torch::nn::LayerNorm final_norm{nullptr};
-  double dropout;
-  LinearBackend linear;
 };
 TORCH_MODULE(Block);
 

@@ -83,7 +83,8 @@ struct PhiloxDropout : torch::autograd::Function<PhiloxDropout> {
                                                  torch::autograd::variable_list grads) {
     const auto seed = static_cast<std::uint64_t>(ctx->saved_data["seed_lo"].toInt()) |
                       (static_cast<std::uint64_t>(ctx->saved_data["seed_hi"].toInt()) << 32);
-    // The same mask and scale: d(x * m * s)/dx = m * s.
+    // The same mask and scale: d(x * m * s)/dx = m * s. p is a number, not a tensor: it has no gradient,
+    // which autograd reads from an undefined tensor in its place.
     return {masked(grads[0], seed, ctx->saved_data["p"].toDouble()), torch::Tensor()};
   }
 };

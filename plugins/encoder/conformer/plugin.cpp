@@ -54,7 +54,7 @@ class ConformerEncoder final : public Encoder {
         .position(opt.get_string("position"))
         .shaw_left(opt.get_int("shaw_left"))
         .shaw_right(opt.get_int("shaw_right"))
-        .linear_backend(opt.get_string("linear_backend"));
+        .linear_backend(parse_linear_backend(opt.get_string("linear_backend")));
     if (o.d_model() % o.heads() != 0)
       opt.fail("heads", "d_model (" + std::to_string(o.d_model()) + ") must be divisible by heads");
     if (o.kernel_size() % 2 == 0) opt.fail("kernel_size", "must be odd so that the output keeps its length");

@@ -19,8 +19,8 @@ torch::Tensor pointwise(torch::nn::Linear layer, const torch::Tensor& x, LinearB
   const auto& w = layer->weight;
   const bool onednn = backend == LinearBackend::OneDnn || (backend == LinearBackend::Auto && at::get_num_threads() > 1);
   if (!onednn || !at::hasMKLDNN() || !x.is_cpu() || x.scalar_type() != torch::kFloat32 ||
-      w.scalar_type() != torch::kFloat32 || x.dim() < 1 || x.numel() == 0)
-    return layer->forward(x);
+      w.scalar_type() != torch::kFloat32 || x.dim() < 1 || x.numel() == 0 || x.size(-1) != w.size(1))
+    return layer->forward(x);  // a wrong width included: torch::linear says what it expected
   const std::int64_t in = w.size(1), out = w.size(0), rows = x.numel() / in;
   // (rows, in) row-major is an NHWC image of one row, `rows` pixels high and `in` channels deep: the view
   // (1, in, rows, 1) with channels-last strides. The 1x1 convolution's output is channels-last as well, so

@@ -25,7 +25,8 @@ LinearBackend parse_linear_backend(const std::string& name);
 /// `layer`(x) for x (..., in_features): y (..., out_features). Through oneDNN as a 1x1 convolution (the
 /// same maths, rounded differently: about 1e-6 relative) when the backend chooses it, the input is float32
 /// on the CPU and LibTorch has oneDNN; otherwise layer->forward(x). Differentiable in x and in the layer's
-/// weight and bias.
+/// weight and bias. An input whose last dimension is not in_features goes to layer->forward, which throws
+/// c10::Error naming both sizes.
 torch::Tensor pointwise(torch::nn::Linear layer, const torch::Tensor& x, LinearBackend backend);
 
 }  // namespace workbench::conformer
