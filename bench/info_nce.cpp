@@ -1,12 +1,11 @@
 // w2v-BERT's contrastive loss, forward and backward, at a base-sized batch: info_nce as the plugin runs
-// it (a cosine matrix per utterance and a gather) against its peer, the direct formulation that gathers
-// an (M, K, Dq) tensor of distractor vectors (what info_nce did before, and what fairseq2's wav2vec 2.0
-// loss does). Same inputs, same run; prints the time of each, the ratio, the bytes of each one's largest
+// it (in the (B, T) frame layout: a cosine matrix per utterance and a gather) against its peer, the
+// direct formulation on the packed masked frames that gathers an (M, K, Dq) tensor of distractor vectors
+// (what info_nce did before 2026-12-03, and what fairseq2's wav2vec 2.0 loss does). Same inputs, same run; prints the time of each, the ratio, the bytes of each one's largest
 // intermediate, and the two losses (which must agree). See bench/README.md.
 #include <chrono>
 #include <cstdio>
 #include <limits>
-#include <random>
 
 #include <CLI/CLI.hpp>
 #include <torch/nn/functional/loss.h>
@@ -15,10 +14,10 @@
 #include <torch/utils.h>
 
 #include "contrastive.h"
+#include "workbench/tensor_memory.h"
 
 namespace F = torch::nn::functional;
 using workbench::w2v_bert::info_nce;
-using workbench::w2v_bert::masked_per_row;
 using workbench::w2v_bert::sample_distractors;
 
 namespace {
@@ -71,39 +70,54 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) torch::set_num_threads(threads);
 
+  workbench::install_tensor_memory_meter();
   torch::manual_seed(1);
-  std::mt19937_64 rng(1);
   // Utterances of different lengths, each masked over its first mask_share of frames.
   auto mask = torch::zeros({batch, frames}, torch::kBool);
   for (std::int64_t b = 0; b < batch; ++b)
     mask[b].narrow(0, 0, static_cast<std::int64_t>(mask_share * frames * (0.6 + 0.4 * (b + 1) / batch))).fill_(true);
-  const auto rows = masked_per_row(mask);
-  auto idx = sample_distractors(mask, distractors, rng);
-  const std::int64_t M = idx.size(0);
-  std::int64_t N = 0;
-  for (auto n : rows) N = std::max(N, n);
-  auto context = torch::randn({M, dim}).requires_grad_(true);
-  auto targets = torch::randn({M, dim}).requires_grad_(true);
+  auto idx = sample_distractors(mask, distractors);  // (B, T, K) frame indices
+  auto context = torch::randn({batch, frames, dim}).requires_grad_(true);
+  auto targets = torch::randn({batch, frames, dim}).requires_grad_(true);
+  // Every frame its own code: random vectors are all distinct.
+  auto codes = torch::arange(batch * frames, torch::kLong).view({batch, frames, 1});
+  // The peer's inputs, packed: the masked frames in row-major order, and each distractor's place there.
+  auto packed_of = (mask.reshape({-1}).to(torch::kLong).cumsum(0) - 1).view({batch, frames});
+  auto packed_idx = torch::where(idx >= 0, packed_of.gather(1, idx.clamp_min(0).view({batch, -1})).view(idx.sizes()),
+                                 torch::full({}, -1, torch::kLong))
+                        .index({mask});  // (M, K)
+  const std::int64_t M = packed_idx.size(0);
+  auto packed_context = context.detach().index({mask}).requires_grad_(true);
+  auto packed_targets = targets.detach().index({mask}).requires_grad_(true);
 
   double ours_loss = 0, peer_loss = 0;
+  // Peak CPU tensor bytes above what was alive before, measured by the counting allocator.
+  auto peak_above = [](auto&& fn) {
+    const auto before = workbench::live_tensor_bytes();
+    workbench::reset_tensor_peak();
+    fn();
+    return static_cast<double>(workbench::peak_tensor_bytes() - before) / 1e6;
+  };
   const double ours = best_ms(reps, [&] {
-    auto loss = info_nce(context, targets, idx, kappa, rows).loss;
+    auto loss = info_nce(context, targets, codes, idx, kappa).loss;
     loss.backward();
     ours_loss = loss.item<double>();
   });
   std::printf("InfoNCE forward+backward: B %lld, M %lld masked frames, K %lld, Dq %lld, %d threads\n",
               static_cast<long long>(batch), static_cast<long long>(M), static_cast<long long>(distractors),
               static_cast<long long>(dim), torch::get_num_threads());
-  std::printf("  workbench (cosines per utterance): %8.2f ms, largest intermediate %7.1f MB (B x N x N, N %lld)\n", ours,
-              4.0 * batch * N * N / 1e6, static_cast<long long>(N));
+  const double ours_peak = peak_above([&] { info_nce(context, targets, codes, idx, kappa).loss.backward(); });
+  std::printf("  workbench (cosines per utterance): %8.2f ms, peak %7.1f MB above the inputs (B x T x T matrix %.1f MB)\n",
+              ours, ours_peak, 4.0 * batch * frames * frames / 1e6);
   if (no_peer) return 0;
   const double peer = best_ms(reps, [&] {
-    auto loss = gathered_info_nce(context, targets, idx, kappa);
+    auto loss = gathered_info_nce(packed_context, packed_targets, packed_idx, kappa);
     loss.backward();
     peer_loss = loss.item<double>();
   });
-  std::printf("  peer (gathered M x (K+1) x Dq):    %8.2f ms, largest intermediate %7.1f MB\n", peer,
-              4.0 * M * (distractors + 1) * dim / 1e6);
+  const double peer_peak = peak_above([&] { gathered_info_nce(packed_context, packed_targets, packed_idx, kappa).backward(); });
+  std::printf("  peer (gathered M x (K+1) x Dq):    %8.2f ms, peak %7.1f MB above the inputs (M x (K+1) x Dq %.1f MB)\n",
+              peer, peer_peak, 4.0 * M * (distractors + 1) * dim / 1e6);
   std::printf("  peer/ours: %.2fx; loss %.6f against %.6f\n", peer / ours, ours_loss, peer_loss);
   return std::abs(ours_loss - peer_loss) <= 1e-4 * std::max(1.0, std::abs(peer_loss)) ? 0 : 1;
 }

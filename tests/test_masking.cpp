@@ -37,11 +37,11 @@ double expected_coverage(const std::vector<std::int64_t>& lengths, double p, std
 /// Masked share of the valid frames over `draws` masks of `lengths`.
 double measured_coverage(const std::vector<std::int64_t>& lengths, std::int64_t T, double p, std::int64_t span,
                          int draws, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
+  torch::manual_seed(seed);
   auto len = torch::tensor(lengths, torch::kInt64);
   double masked = 0, valid = 0;
   for (int d = 0; d < draws; ++d) {
-    auto m = span_mask_frames(len, T, p, span, rng);
+    auto m = span_mask_frames(len, T, p, span);
     masked += m.sum().item<double>();
     for (auto n : lengths) valid += static_cast<double>(std::min(n, T));
   }
@@ -105,9 +105,9 @@ TEST_CASE("span_mask_frames: w2v-BERT's 0.065 x 10 covers about 49% of long rows
 
 TEST_CASE("span_mask_frames: spans are `span` frames long and cut at the row's end", "[masking][speech]") {
   // With p = 1 every frame starts a span: everything valid is masked.
-  std::mt19937_64 rng(3);
+  torch::manual_seed(3);
   auto len = torch::tensor(std::vector<std::int64_t>{7, 0, 12}, torch::kInt64);
-  auto all = span_mask_frames(len, 12, 1.0, 10, rng);
+  auto all = span_mask_frames(len, 12, 1.0, 10);
   REQUIRE(all.sizes() == torch::IntArrayRef({3, 12}));
   REQUIRE(all.dtype() == torch::kBool);
   CHECK(all[0].sum().item<std::int64_t>() == 7);
@@ -117,10 +117,10 @@ TEST_CASE("span_mask_frames: spans are `span` frames long and cut at the row's e
 
   // Few, separated starts: a masked run that touches neither another span nor the row's end is exactly
   // one span long; overlapping spans make longer runs, never shorter ones.
-  std::mt19937_64 rng2(5);
+  torch::manual_seed(5);
   const std::int64_t n = 5000;
   auto long_row = torch::tensor(std::vector<std::int64_t>{n}, torch::kInt64);
-  auto m = span_mask_frames(long_row, n, 0.002, 10, rng2, 0).to(torch::kInt64)[0];
+  auto m = span_mask_frames(long_row, n, 0.002, 10, 0).to(torch::kInt64)[0];
   auto a = m.accessor<std::int64_t, 1>();
   std::int64_t run = 0, runs_seen = 0, runs_of_span = 0;
   for (std::int64_t t = 0; t <= n; ++t) {
@@ -140,12 +140,12 @@ TEST_CASE("span_mask_frames: spans are `span` frames long and cut at the row's e
 }
 
 TEST_CASE("span_mask_frames never masks padding (and cuts rows longer than max_length)", "[masking][speech]") {
-  std::mt19937_64 rng(7);
+  torch::manual_seed(7);
   const std::int64_t T = 60;
   auto len = torch::tensor(std::vector<std::int64_t>{60, 33, 1, 0, 9, 45, 80}, torch::kInt64);
   auto valid_len = len.clamp_max(T);
   for (int d = 0; d < 200; ++d) {
-    auto m = span_mask_frames(len, T, 0.3, 10, rng);
+    auto m = span_mask_frames(len, T, 0.3, 10);
     REQUIRE(m.sizes() == torch::IntArrayRef({7, T}));
     CHECK_FALSE((m & padding_mask(valid_len, T)).any().item<bool>());
   }
@@ -154,15 +154,15 @@ TEST_CASE("span_mask_frames never masks padding (and cuts rows longer than max_l
 TEST_CASE("span_mask_frames: rows of at least min_spans * span frames get at least min_spans spans",
           "[masking][speech]") {
   // p = 0 draws no starts: everything masked comes from the guarantee.
-  std::mt19937_64 rng(9);
+  torch::manual_seed(9);
   auto len = torch::tensor(std::vector<std::int64_t>{10, 19, 20, 100, 5}, torch::kInt64);
   for (int d = 0; d < 100; ++d) {
-    auto one = span_mask_frames(len, 100, 0.0, 10, rng, 1);
+    auto one = span_mask_frames(len, 100, 0.0, 10, 1);
     CHECK(one[0].sum().item<std::int64_t>() == 10);  // exactly one span fits: all 10 frames
     for (int r = 1; r <= 3; ++r) CHECK(one[r].sum().item<std::int64_t>() == 10);
     CHECK(one[4].sum().item<std::int64_t>() == 0);  // shorter than one span: nothing
 
-    auto two = span_mask_frames(len, 100, 0.0, 10, rng, 2);
+    auto two = span_mask_frames(len, 100, 0.0, 10, 2);
     CHECK(two[0].sum().item<std::int64_t>() == 0);   // 10 < 2 * 10
     CHECK(two[1].sum().item<std::int64_t>() == 0);   // 19 < 2 * 10
     const auto r2 = two[2].sum().item<std::int64_t>(), r3 = two[3].sum().item<std::int64_t>();
@@ -172,33 +172,54 @@ TEST_CASE("span_mask_frames: rows of at least min_spans * span frames get at lea
     CHECK(r3 <= 20);
   }
   // Over many draws two spans in 100 frames rarely coincide: the mean is close to 2 * 10 minus overlaps.
-  std::mt19937_64 rng2(10);
+  torch::manual_seed(10);
   auto row = torch::tensor(std::vector<std::int64_t>{100}, torch::kInt64);
   double sum = 0;
-  for (int d = 0; d < 2000; ++d) sum += span_mask_frames(row, 100, 0.0, 10, rng2, 2).sum().item<double>();
+  for (int d = 0; d < 2000; ++d) sum += span_mask_frames(row, 100, 0.0, 10, 2).sum().item<double>();
   CHECK(sum / 2000 > 17.0);
   // min_spans = 0: no guarantee.
-  std::mt19937_64 rng3(11);
-  CHECK(span_mask_frames(len, 100, 0.0, 10, rng3, 0).sum().item<std::int64_t>() == 0);
+  torch::manual_seed(11);
+  CHECK(span_mask_frames(len, 100, 0.0, 10, 0).sum().item<std::int64_t>() == 0);
 }
 
 TEST_CASE("span_mask_frames refuses a probability outside [0, 1] and a span below 1", "[masking][speech][errors]") {
-  std::mt19937_64 rng(1);
+  torch::manual_seed(1);
   auto len = torch::tensor(std::vector<std::int64_t>{10}, torch::kInt64);
-  CHECK_THROWS_AS(span_mask_frames(len, 10, 1.5, 10, rng), std::invalid_argument);
-  CHECK_THROWS_AS(span_mask_frames(len, 10, -0.1, 10, rng), std::invalid_argument);
-  CHECK_THROWS_AS(span_mask_frames(len, 10, std::nan(""), 10, rng), std::invalid_argument);
-  CHECK_THROWS_AS(span_mask_frames(len, 10, 0.1, 0, rng), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len, 10, 1.5, 10), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len, 10, -0.1, 10), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len, 10, std::nan(""), 10), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len, 10, 0.1, 0), std::invalid_argument);
 }
 
-TEST_CASE("span_mask_frames: the same seed gives the same mask", "[masking][speech]") {
+TEST_CASE("span_mask_frames: the same seed of torch's generator gives the same mask, on lengths' device",
+          "[masking][speech]") {
   auto len = torch::tensor(std::vector<std::int64_t>{300, 120}, torch::kInt64);
-  std::mt19937_64 a(42), b(42), c(43);
-  auto ma = span_mask_frames(len, 300, 0.065, 10, a);
-  CHECK(ma.equal(span_mask_frames(len, 300, 0.065, 10, b)));
-  CHECK_FALSE(ma.equal(span_mask_frames(len, 300, 0.065, 10, c)));
+  torch::manual_seed(42);
+  auto ma = span_mask_frames(len, 300, 0.065, 10);
+  CHECK(ma.device() == len.device());
+  torch::manual_seed(42);
+  CHECK(ma.equal(span_mask_frames(len, 300, 0.065, 10)));
+  torch::manual_seed(43);
+  CHECK_FALSE(ma.equal(span_mask_frames(len, 300, 0.065, 10)));
+  CHECK_THROWS_AS(span_mask_frames(len, 300, 0.065, 10, -1), std::invalid_argument);
 }
 
+TEST_CASE("span_mask_frames: a row's mask does not depend on the rows beside it", "[masking][speech][padding]") {
+  // The guarantee's extra starts are distinct frames of the row itself, whatever the batch's padding.
+  for (int seed = 0; seed < 50; ++seed) {
+    torch::manual_seed(seed);
+    auto alone = span_mask_frames(torch::tensor(std::vector<std::int64_t>{30}, torch::kInt64), 30, 0.0, 10, 2);
+    torch::manual_seed(seed);
+    auto beside = span_mask_frames(torch::tensor(std::vector<std::int64_t>{30, 200}, torch::kInt64), 200, 0.0, 10, 2);
+    CHECK_FALSE(beside[0].narrow(0, 30, 170).any().item<bool>());
+    // Two distinct starts in [0, 20]: at least 11 frames, at most 20.
+    for (const auto& m : {alone[0], beside[0]}) {
+      CHECK(m.sum().item<std::int64_t>() >= 11);
+      CHECK(m.sum().item<std::int64_t>() <= 20);
+    }
+    CHECK(beside[1].sum().item<std::int64_t>() >= 11);
+  }
+}
 TEST_CASE("start_prob_for_coverage inverts 1 - (1 - p)^span: 75% of speech for TLM", "[masking][speech]") {
   const double p = start_prob_for_coverage(0.75, 10);
   CHECK(p == Approx(1 - std::pow(0.25, 0.1)).epsilon(1e-12));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/cuda.h>
 
 #include "runner_support.h"
@@ -21,6 +22,7 @@
 #include "workbench/registry.h"
 #include "workbench/runner.h"
 #include "workbench/runtime.h"
+#include "workbench/tensor_memory.h"
 
 #include <catch2/catch.hpp>
 
@@ -98,6 +100,35 @@ TEST_CASE("runtime: keep_freed_memory (trainer.keep_freed_memory) serves a large
   CHECK(during.uordblks >= before.uordblks + bytes);
   std::free(block);
   CHECK(mallinfo2().fordblks >= bytes);  // kept in the heap for the next step, not given back
+  at::set_num_threads(2);
+}
+
+TEST_CASE("runtime: the tensor memory meter counts CPU tensors' bytes, live and at their peak", "[runner][runtime]") {
+  BuiltinPlugins plugins;
+  Runner runner(plugins, RunnerOptions().dry_run(true).verbose(false));
+  runner.resolve(joint({"trainer.threads=1", "trainer.device=\"cpu\""}));
+  runner.configure_runtime();
+  REQUIRE(tensor_memory_meter_installed());
+  const std::int64_t base = live_tensor_bytes();
+  auto kept = torch::empty({1 << 20}, torch::kFloat32);  // 4 MiB
+  CHECK(live_tensor_bytes() == base + (std::int64_t{4} << 20));
+  reset_tensor_peak();
+  CHECK(peak_tensor_bytes() == live_tensor_bytes());
+  {
+    auto brief = torch::empty({1 << 21}, torch::kFloat32);  // 8 MiB, freed at once
+    CHECK(live_tensor_bytes() == base + (std::int64_t{12} << 20));
+  }
+  CHECK(live_tensor_bytes() == base + (std::int64_t{4} << 20));
+  CHECK(peak_tensor_bytes() == base + (std::int64_t{12} << 20));
+  // raw_allocate, which some LibTorch code uses, gives memory the raw deleter frees and uncounts.
+  auto* allocator = c10::GetCPUAllocator();
+  void* raw = allocator->raw_allocate(1000);
+  CHECK(live_tensor_bytes() == base + (std::int64_t{4} << 20) + 1000);
+  allocator->raw_deleter()(raw);
+  kept = torch::Tensor();
+  CHECK(live_tensor_bytes() == base);
+  install_tensor_memory_meter();  // a second call changes nothing
+  CHECK(live_tensor_bytes() == base);
   at::set_num_threads(2);
 }
 
@@ -221,6 +252,16 @@ TEST_CASE("runner: the phases on real data, features prepared once, facts to the
   CHECK(recorder.values.count("dev/cer") == 1);
   CHECK(recorder.values["dev/cer"].count(0) == 1);
   CHECK(recorder.values["dev/cer"].count(2) == 1);
+  // The trainer's own time per step, outside the plugins' work: recorded, and a part of the step's.
+  REQUIRE(recorder.values.count("train/dispatch_ms") == 1);
+  REQUIRE(recorder.values.count("train/step_ms") == 1);
+  CHECK(recorder.values["train/dispatch_ms"].begin()->second >= 0.0);
+  CHECK(recorder.values["train/dispatch_ms"].begin()->second < recorder.values["train/step_ms"].begin()->second);
+  // The step's peak memory: at least the parameters, which are counted from the model's build on.
+  REQUIRE(recorder.values.count("train/peak_memory_mb") == 1);
+  double parameter_bytes = 0;
+  for (const auto& p : trainer.parameters()) parameter_bytes += static_cast<double>(p.numel() * p.element_size());
+  CHECK(recorder.values["train/peak_memory_mb"].begin()->second * 1024.0 * 1024.0 > 2 * parameter_bytes);
   REQUIRE(recorder.checkpoints.size() == 1);
   CHECK(recorder.checkpoints[0].kind == "final");
   CHECK(recorder.checkpoints[0].path == dir.file("ckpt") + "/final.pt");

@@ -93,12 +93,6 @@ double expected_coverage(const std::vector<std::int64_t>& lengths, double p, std
 }  // namespace
 
 // =====================================================================================================
-// info_nce
-
-// =====================================================================================================
-// sample_distractors
-
-// =====================================================================================================
 // Quantizer
 
 TEST_CASE("w2v_bert: mlm_target chooses the sampled (default, fairseq2) or the argmax codes", "[w2v_bert]") {

@@ -78,39 +78,83 @@ ManualNce manual_info_nce(const torch::Tensor& context, const torch::Tensor& tar
 /// A (B, T) mask with every frame of every row masked.
 torch::Tensor full_mask(std::int64_t rows, std::int64_t frames) { return torch::ones({rows, frames}, torch::kBool); }
 
+/// Codes for targets (B, T, D): frames with equal vectors share an id, as frames with equal codes have
+/// equal quantized vectors. (B, T, 1) int64.
+torch::Tensor codes_of(const torch::Tensor& targets) {
+  auto flat = targets.detach().reshape({-1, targets.size(2)});
+  auto ids = std::get<1>(torch::unique_dim(flat, 0, /*sorted=*/true, /*return_inverse=*/true));
+  return ids.view({targets.size(0), targets.size(1), 1});
+}
+
+/// The frame layout packed as the old info_nce took it: the frames that have distractors, in row-major
+/// order, and each distractor's place in that list. Returns (context (M, D), targets (M, D), idx (M, K)).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> pack(const torch::Tensor& context, const torch::Tensor& targets,
+                                                             const torch::Tensor& distractors) {
+  const auto B = distractors.size(0), T = distractors.size(1);
+  auto keep = (distractors >= 0).all(2);  // (B, T)
+  auto packed_of = (keep.reshape({-1}).to(torch::kLong).cumsum(0) - 1).view({B, T});
+  auto idx = torch::where(distractors >= 0, packed_of.gather(1, distractors.clamp_min(0).view({B, -1})).view(distractors.sizes()),
+                          torch::full({}, -1, torch::kLong));
+  return {context.index({keep}), targets.index({keep}), idx.index({keep})};
+}
+
+/// InfoNCE of the frame layout worked out by hand on its packed frames.
+ManualNce manual_frames(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
+                        double kappa) {
+  auto [c, q, idx] = pack(context, targets, distractors);
+  return manual_info_nce(c, q, idx, kappa);
+}
+
+/// The direct formulation on packed frames (the old info_nce, and fairseq2's): gathers the (M, K, D)
+/// distractor vectors. Its autograd gradients are the reference for the frame layout's.
+torch::Tensor gathered_loss(const torch::Tensor& c_in, const torch::Tensor& q_in, const torch::Tensor& idx, double kappa) {
+  namespace F = torch::nn::functional;
+  auto c = F::normalize(c_in, F::NormalizeFuncOptions().dim(-1).eps(1e-6));
+  auto q = F::normalize(q_in, F::NormalizeFuncOptions().dim(-1).eps(1e-6));
+  auto negatives = q.index({idx.clamp_min(0)});  // (M, K, D)
+  auto logits = torch::einsum("md,mkd->mk", {c, torch::cat({q.unsqueeze(1), negatives}, 1)}) / kappa;
+  auto same = negatives.eq(q.unsqueeze(1)).all(-1);
+  auto usable = (idx >= 0).all(1) & (~same).any(1);
+  logits = logits.masked_fill(torch::cat({torch::zeros({same.size(0), 1}, same.options()), same}, 1),
+                              -std::numeric_limits<float>::infinity());
+  auto ce = F::cross_entropy(logits, torch::zeros({logits.size(0)}, torch::kLong), F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  auto w = usable.to(logits.dtype());
+  return (ce * w).sum() / w.sum().clamp_min(1.0);
+}
+
 }  // namespace
 
 TEST_CASE("w2v_bert info_nce: a perfect predictor has loss near 0 and accuracy 1", "[w2v_bert][contrastive]") {
   torch::manual_seed(1);
-  std::mt19937_64 rng(1);
   const std::int64_t rows = 4, frames = 25, K = 10, D = 256;
-  auto distractors = sample_distractors(full_mask(rows, frames), K, rng);
-  auto targets = torch::randn({rows * frames, D});  // distinct, nearly orthogonal
-  auto out = info_nce(targets, targets, distractors, 0.1);
+  auto distractors = sample_distractors(full_mask(rows, frames), K);
+  auto targets = torch::randn({rows, frames, D});  // distinct, nearly orthogonal
+  auto codes = codes_of(targets);
+  auto out = info_nce(targets, targets, codes, distractors, 0.1);
   CHECK(out.count.item<double>() == rows * frames);
   CHECK(out.accuracy.item<double>() == 1.0);
   CHECK(out.loss.item<double>() >= 0);
   CHECK(out.loss.item<double>() < 0.01);
   // Same value as the double-precision reference.
-  auto manual = manual_info_nce(targets, targets, distractors, 0.1);
+  auto manual = manual_frames(targets, targets, distractors, 0.1);
   CHECK(out.loss.item<double>() == Approx(manual.loss).margin(1e-5));
   // Scaling the context does not change a cosine.
-  CHECK(info_nce(targets * 7.5, targets, distractors, 0.1).loss.item<double>() == Approx(out.loss.item<double>()).margin(1e-6));
+  CHECK(info_nce(targets * 7.5, targets, codes, distractors, 0.1).loss.item<double>() ==
+        Approx(out.loss.item<double>()).margin(1e-6));
   // A larger kappa flattens the logits: the perfect predictor is less sure.
-  CHECK(info_nce(targets, targets, distractors, 1.0).loss.item<double>() > 10 * out.loss.item<double>());
+  CHECK(info_nce(targets, targets, codes, distractors, 1.0).loss.item<double>() > 10 * out.loss.item<double>());
 }
 
 TEST_CASE("w2v_bert info_nce: unrelated vectors give about log(K + 1) and chance accuracy", "[w2v_bert][contrastive]") {
   torch::manual_seed(2);
-  std::mt19937_64 rng(2);
   // 1000 frames in 10 rows, D = 2048: cosines of independent Gaussian vectors are N(0, 1/D), so the
   // logits are N(0, s^2) with s^2 = 1 / (D kappa^2) ~ 0.05, and E[loss] ~ log(K + 1) + s^2 / 2.
   const std::int64_t rows = 10, frames = 100, K = 9, D = 2048;
   const double kappa = 0.1;
-  auto distractors = sample_distractors(full_mask(rows, frames), K, rng);
-  auto context = torch::randn({rows * frames, D});
-  auto targets = torch::randn({rows * frames, D});
-  auto out = info_nce(context, targets, distractors, kappa);
+  auto distractors = sample_distractors(full_mask(rows, frames), K);
+  auto context = torch::randn({rows, frames, D});
+  auto targets = torch::randn({rows, frames, D});
+  auto out = info_nce(context, targets, codes_of(targets), distractors, kappa);
   const double s2 = 1.0 / (static_cast<double>(D) * kappa * kappa);
   CHECK(out.count.item<double>() == rows * frames);
   CHECK(out.loss.item<double>() == Approx(std::log(K + 1.0) + s2 / 2).margin(0.04));
@@ -119,52 +163,57 @@ TEST_CASE("w2v_bert info_nce: unrelated vectors give about log(K + 1) and chance
   CHECK(out.accuracy.item<double>() == Approx(1.0 / (K + 1)).margin(0.035));
 
   // K = 100 (w2v-BERT's value) on fewer, narrower frames: log(101) ~ 4.6.
-  auto few = sample_distractors(full_mask(2, 100), 100, rng);
-  auto c2 = torch::randn({200, 1024}), q2 = torch::randn({200, 1024});
-  auto out2 = info_nce(c2, q2, few, kappa);
+  auto few = sample_distractors(full_mask(2, 100), 100);
+  auto c2 = torch::randn({2, 100, 1024}), q2 = torch::randn({2, 100, 1024});
+  auto out2 = info_nce(c2, q2, codes_of(q2), few, kappa);
   CHECK(out2.loss.item<double>() == Approx(std::log(101.0) + 1.0 / (1024 * kappa * kappa) / 2).margin(0.1));
   CHECK(out2.accuracy.item<double>() < 0.05);
 }
 
-TEST_CASE("w2v_bert info_nce by blocks: the same loss, accuracy, chance and gradients as over one block and by hand",
+TEST_CASE("w2v_bert info_nce in the frame layout: the loss, accuracy and gradients of the packed formulation and by hand",
           "[w2v_bert][contrastive]") {
   torch::manual_seed(11);
-  std::mt19937_64 rng(5);
   // Rows of 7, 1 (no distractors), 0 and 12 masked frames, with some codes picked twice.
   auto mask = torch::zeros({4, 20}, torch::kBool);
   mask[0].narrow(0, 2, 7).fill_(true);
   mask[1][5] = true;
   mask[3].narrow(0, 0, 12).fill_(true);
-  const auto rows = masked_per_row(mask);
-  REQUIRE(rows == std::vector<std::int64_t>{7, 1, 0, 12});
-  auto distractors = sample_distractors(mask, 5, rng);
-  auto targets = torch::randn({20, 6});
-  targets[3] = targets[1];
-  targets[10] = targets[11];
-  auto context = torch::randn({20, 6});
+  auto distractors = sample_distractors(mask, 5);
+  auto targets = torch::randn({4, 20, 6});
+  targets[0][4] = targets[0][2];
+  targets[3][1] = targets[3][7];
+  auto context = torch::randn({4, 20, 6});
   const double kappa = 0.3;
+  auto codes = codes_of(targets);
 
-  auto run = [&](const std::vector<std::int64_t>& blocks) {
-    auto c = context.clone().requires_grad_(true), q = targets.clone().requires_grad_(true);
-    auto out = info_nce(c, q, distractors, kappa, blocks);
-    out.loss.backward();
-    return std::make_tuple(out, c.grad(), q.grad());
-  };
-  auto [blocked, c_grad, q_grad] = run(rows);
-  auto [whole, c_grad1, q_grad1] = run({});
-  const auto manual = manual_info_nce(context, targets, distractors, kappa);
-  CHECK(blocked.count.item<double>() == manual.count);
-  CHECK(blocked.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
-  CHECK(blocked.accuracy.item<double>() == Approx(manual.accuracy));
-  CHECK(blocked.loss.item<double>() == Approx(whole.loss.item<double>()).epsilon(1e-6));
-  CHECK(blocked.chance.item<double>() == Approx(whole.chance.item<double>()).epsilon(1e-6));
-  CHECK(torch::allclose(c_grad, c_grad1, 1e-5, 1e-7));
-  CHECK(torch::allclose(q_grad, q_grad1, 1e-5, 1e-7));
-  CHECK(c_grad.abs().sum().item<double>() > 0);
-  // Blocks that do not cover the frames are refused.
-  CHECK_THROWS_WITH(info_nce(context, targets, distractors, kappa, {7, 1}), Contains("sum to 8, not to the 20"));
+  auto c = context.clone().requires_grad_(true), q = targets.clone().requires_grad_(true);
+  auto out = info_nce(c, q, codes, distractors, kappa);
+  out.loss.backward();
+  const auto manual = manual_frames(context, targets, distractors, kappa);
+  REQUIRE(manual.count == 19);
+  CHECK(out.count.item<double>() == manual.count);
+  CHECK(out.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
+  CHECK(out.accuracy.item<double>() == Approx(manual.accuracy));
+
+  // The gradients of the direct, packed formulation, at the packed frames; zero everywhere else.
+  auto [pc, pq, pidx] = pack(context, targets, distractors);
+  pc.requires_grad_(true), pq.requires_grad_(true);
+  auto reference = gathered_loss(pc, pq, pidx, kappa);
+  reference.backward();
+  CHECK(out.loss.item<double>() == Approx(reference.item<double>()).epsilon(1e-5));
+  auto keep = (distractors >= 0).all(2);
+  CHECK(torch::allclose(c.grad().index({keep}), pc.grad(), 1e-4, 1e-6));
+  CHECK(torch::allclose(q.grad().index({keep}), pq.grad(), 1e-4, 1e-6));
+  CHECK(c.grad().index({~keep}).abs().sum().item<double>() == 0.0);
+  CHECK(q.grad().index({~keep}).abs().sum().item<double>() == 0.0);
+  CHECK(c.grad().abs().sum().item<double>() > 0);
+
+  // Shapes that disagree are refused, naming them.
+  CHECK_THROWS_WITH(info_nce(context, targets, codes, distractors.narrow(1, 0, 10), kappa), Contains("(B, T, K)"));
+  CHECK_THROWS_AS(info_nce(context.view({80, 6}), targets.view({80, 6}), codes, distractors, kappa), std::invalid_argument);
   // No masked frame at all.
-  auto empty = info_nce(torch::zeros({0, 6}), torch::zeros({0, 6}), torch::zeros({0, 5}, torch::kLong), kappa, {0, 0});
+  auto none = sample_distractors(torch::zeros({2, 6}, torch::kBool), 5);
+  auto empty = info_nce(torch::randn({2, 6, 3}), torch::randn({2, 6, 3}), torch::zeros({2, 6, 1}, torch::kLong), none, kappa);
   CHECK(empty.count.item<double>() == 0);
   CHECK(empty.loss.item<double>() == 0.0);
 }
@@ -172,67 +221,110 @@ TEST_CASE("w2v_bert info_nce by blocks: the same loss, accuracy, chance and grad
 TEST_CASE("w2v_bert info_nce matches the formula by hand, leaving out duplicates and unusable frames",
           "[w2v_bert][contrastive]") {
   torch::manual_seed(3);
-  // Five frames; frames 0 and 1 picked the same code (equal targets), frame 4 has no distractors.
-  auto targets = torch::randn({5, 6});
-  targets[1] = targets[0];
-  auto context = torch::randn({5, 6});
-  auto distractors = torch::tensor({1, 2, 3, /**/ 0, 2, 2, /**/ 0, 1, 3, /**/ 0, 2, 4, /**/ -1, -1, -1}, torch::kLong)
-                         .reshape({5, 3});
+  // Six frames of one row; frames 0 and 1 picked the same code (equal targets), frame 5 has no
+  // distractors (and, as in the plugin, nobody draws it).
+  auto targets = torch::randn({1, 6, 6});
+  targets[0][1] = targets[0][0];
+  auto codes = torch::tensor({0, 0, 2, 3, 4, 5}, torch::kLong).view({1, 6, 1});
+  auto context = torch::randn({1, 6, 6});
+  auto distractors =
+      torch::tensor({1, 2, 3, /**/ 0, 2, 2, /**/ 0, 1, 3, /**/ 0, 2, 4, /**/ 1, 2, 3, /**/ -1, -1, -1}, torch::kLong)
+          .reshape({1, 6, 3});
   const double kappa = 0.5;
-  auto out = info_nce(context, targets, distractors, kappa);
-  auto manual = manual_info_nce(context, targets, distractors, kappa);
-  REQUIRE(manual.count == 4);
-  CHECK(out.count.item<double>() == 4);
+  auto out = info_nce(context, targets, codes, distractors, kappa);
+  auto manual = manual_frames(context, targets, distractors, kappa);
+  REQUIRE(manual.count == 5);
+  CHECK(out.count.item<double>() == 5);
   CHECK(out.loss.item<double>() == Approx(manual.loss).epsilon(1e-5));
   CHECK(out.accuracy.item<double>() == Approx(manual.accuracy));
 
-  // Frame 0 alone, by hand: its distractors are frame 1 (its own vector: excluded), frames 2 and 3.
+  // By hand, frame by frame: a distractor with the target's code is left out of the softmax; counting it
+  // as a negative gives another loss, which the check can tell apart.
   auto cosine = [&](std::int64_t i, std::int64_t j) {
-    auto c = torch::nn::functional::normalize(context[i], torch::nn::functional::NormalizeFuncOptions().dim(0));
-    auto q = torch::nn::functional::normalize(targets[j], torch::nn::functional::NormalizeFuncOptions().dim(0));
+    auto c = torch::nn::functional::normalize(context[0][i], torch::nn::functional::NormalizeFuncOptions().dim(0));
+    auto q = torch::nn::functional::normalize(targets[0][j], torch::nn::functional::NormalizeFuncOptions().dim(0));
     return (c * q).sum().item<double>() / kappa;
   };
-  const double l0 = cosine(0, 0), l2 = cosine(0, 2), l3 = cosine(0, 3);
-  const double without_duplicate = std::log(std::exp(l0) + std::exp(l2) + std::exp(l3)) - l0;
-  const double with_duplicate = std::log(2 * std::exp(l0) + std::exp(l2) + std::exp(l3)) - l0;
-  auto only0 = torch::full({5, 3}, -1, torch::kLong);
-  only0[0] = distractors[0];
-  auto out0 = info_nce(context, targets, only0, kappa);
-  CHECK(out0.count.item<double>() == 1);
-  CHECK(out0.loss.item<double>() == Approx(without_duplicate).epsilon(1e-5));
-  CHECK(std::abs(out0.loss.item<double>() - with_duplicate) > 0.1);  // the check can tell the two apart
+  double without_duplicates = 0, with_duplicates = 0, chance = 0;
+  for (std::int64_t i = 0; i < 5; ++i) {
+    const double positive = cosine(i, i);
+    double kept = std::exp(positive), all = std::exp(positive);
+    int distinct = 0;
+    for (std::int64_t k = 0; k < 3; ++k) {
+      const auto j = distractors[0][i][k].item<std::int64_t>();
+      all += std::exp(cosine(i, j));
+      if (codes[0][j][0].item<std::int64_t>() == codes[0][i][0].item<std::int64_t>()) continue;
+      kept += std::exp(cosine(i, j));
+      ++distinct;
+    }
+    without_duplicates += (std::log(kept) - positive) / 5;
+    with_duplicates += (std::log(all) - positive) / 5;
+    chance += 1.0 / (1 + distinct) / 5;
+  }
+  CHECK(out.loss.item<double>() == Approx(without_duplicates).epsilon(1e-5));
+  CHECK(std::abs(out.loss.item<double>() - with_duplicates) > 0.05);
+  // Chance is 1 / (1 + distinct distractors), averaged over the counted frames.
+  CHECK(out.chance.item<double>() == Approx(chance).epsilon(1e-6));
 
-  // Every distractor a duplicate (a collapsed codebook): nothing to tell apart, so the frame is not
+  // Every distractor a duplicate (a collapsed codebook): nothing to tell apart, so the frames are not
   // counted, rather than scored as a perfect pick.
-  auto dup = torch::full({5, 3}, -1, torch::kLong);
-  dup[0] = torch::tensor({1, 1, 1}, torch::kLong);
-  auto outd = info_nce(context, targets, dup, kappa);
+  auto dup = torch::full({1, 6, 3}, -1, torch::kLong);
+  dup[0][0] = torch::tensor({1, 1, 1}, torch::kLong);
+  dup[0][1] = torch::tensor({0, 0, 0}, torch::kLong);
+  auto outd = info_nce(context, targets, codes, dup, kappa);
   CHECK(outd.count.item<double>() == 0);
   CHECK(outd.loss.item<double>() == Approx(0.0).margin(1e-6));
   CHECK(outd.accuracy.item<double>() == 0.0);
-  // Chance is 1 / (1 + distinct distractors): frame 0 of `only0` has two distinct ones.
-  CHECK(out0.chance.item<double>() == Approx(1.0 / 3.0));
 
   // No usable frame at all: count 0, and loss and accuracy 0 rather than NaN.
-  auto none = info_nce(context, targets, torch::full({5, 3}, -1, torch::kLong), kappa);
+  auto none = info_nce(context, targets, codes, torch::full({1, 6, 3}, -1, torch::kLong), kappa);
   CHECK(none.count.item<double>() == 0);
   CHECK(none.loss.item<double>() == 0.0);
   CHECK(none.accuracy.item<double>() == 0.0);
 }
 
+TEST_CASE("w2v_bert info_nce: a row alone and beside a longer one, whatever its padding holds", "[w2v_bert][padding]") {
+  torch::manual_seed(4);
+  const std::int64_t D = 8, K = 4;
+  // Row a: 12 frames, 6 masked. Row b: 30 frames, 15 masked.
+  auto ca = torch::randn({1, 12, D}), qa = torch::randn({1, 12, D});
+  auto cb = torch::randn({1, 30, D}), qb = torch::randn({1, 30, D});
+  auto ma = torch::zeros({1, 12}, torch::kBool), mb = torch::zeros({1, 30}, torch::kBool);
+  ma.narrow(1, 3, 6).fill_(true);
+  mb.narrow(1, 10, 15).fill_(true);
+  auto da = sample_distractors(ma, K), db = sample_distractors(mb, K);
+  auto alone_a = info_nce(ca, qa, codes_of(qa), da, 0.2);
+  auto alone_b = info_nce(cb, qb, codes_of(qb), db, 0.2);
+  // Row a padded to 30 frames with NaN, beside row b, in one batch.
+  auto nan = std::numeric_limits<float>::quiet_NaN();
+  auto c = torch::cat({torch::cat({ca, torch::full({1, 18, D}, nan)}, 1), cb}).requires_grad_(true);
+  auto q = torch::cat({torch::cat({qa, torch::full({1, 18, D}, nan)}, 1), qb}).requires_grad_(true);
+  auto codes = torch::cat({torch::cat({codes_of(qa), torch::full({1, 18, 1}, -5, torch::kLong)}, 1), codes_of(qb) + 100});
+  auto d = torch::cat({torch::cat({da, torch::full({1, 18, K}, -1, torch::kLong)}, 1), db});
+  auto both = info_nce(c, q, codes, d, 0.2);
+  const double na = alone_a.count.item<double>(), nb = alone_b.count.item<double>();
+  CHECK(both.count.item<double>() == na + nb);
+  CHECK(both.loss.item<double>() ==
+        Approx((na * alone_a.loss.item<double>() + nb * alone_b.loss.item<double>()) / (na + nb)).epsilon(1e-5));
+  both.loss.backward();
+  CHECK(torch::isfinite(c.grad()).all().item<bool>());
+  CHECK(torch::isfinite(q.grad()).all().item<bool>());
+  CHECK(c.grad()[0].narrow(0, 12, 18).abs().sum().item<double>() == 0.0);
+}
+
 TEST_CASE("w2v_bert info_nce: the gradient reaches context and targets, and only through counted frames",
           "[w2v_bert][contrastive]") {
   torch::manual_seed(4);
-  auto context = torch::randn({4, 5}).requires_grad_();
-  auto targets = torch::randn({4, 5}).requires_grad_();
+  auto context = torch::randn({1, 4, 5}).requires_grad_();
+  auto targets = torch::randn({1, 4, 5}).requires_grad_();
   // Frames 0-2 use each other; frame 3 has no distractors.
-  auto distractors = torch::tensor({1, 2, /**/ 0, 2, /**/ 0, 1, /**/ -1, -1}, torch::kLong).reshape({4, 2});
-  auto out = info_nce(context, targets, distractors, 0.1);
+  auto distractors = torch::tensor({1, 2, /**/ 0, 2, /**/ 0, 1, /**/ -1, -1}, torch::kLong).reshape({1, 4, 2});
+  auto out = info_nce(context, targets, codes_of(targets), distractors, 0.1);
   out.loss.backward();
-  CHECK(context.grad()[0].abs().sum().item<double>() > 0);
-  CHECK(targets.grad()[0].abs().sum().item<double>() > 0);
-  CHECK(context.grad()[3].abs().sum().item<double>() == 0.0);  // frame 3 does not count
-  CHECK(targets.grad()[3].abs().sum().item<double>() == 0.0);  // and is nobody's distractor
+  CHECK(context.grad()[0][0].abs().sum().item<double>() > 0);
+  CHECK(targets.grad()[0][0].abs().sum().item<double>() > 0);
+  CHECK(context.grad()[0][3].abs().sum().item<double>() == 0.0);  // frame 3 does not count
+  CHECK(targets.grad()[0][3].abs().sum().item<double>() == 0.0);  // and is nobody's distractor
   CHECK_FALSE(out.accuracy.requires_grad());
 }
 
@@ -244,49 +336,51 @@ TEST_CASE("w2v_bert sample_distractors: other masked frames of the same row only
   mask[3][0] = true;
   mask[3][9] = true;
   const std::int64_t K = 200;
-  std::mt19937_64 rng(5);
-  auto d = sample_distractors(mask, K, rng);
-  REQUIRE(d.dim() == 2);
-  REQUIRE(d.size(0) == 8);  // M = 5 + 1 + 0 + 2, row-major
-  REQUIRE(d.size(1) == K);
+  torch::manual_seed(5);
+  auto d = sample_distractors(mask, K);
+  REQUIRE(d.sizes() == torch::IntArrayRef({4, 10, K}));
   CHECK(d.dtype() == torch::kInt64);
-  CHECK(d.device().is_cpu());
+  CHECK(d.device() == mask.device());
 
-  // Row 0 owns masked indices [0, 5); every other frame of the row is drawn (K = 200 of 4 choices).
-  for (std::int64_t i = 0; i < 5; ++i) {
+  // Every other masked frame of row 0 is drawn (K = 200 of 4 choices), and nothing else.
+  const std::vector<std::int64_t> row0 = {1, 2, 5, 6, 7};
+  for (auto i : row0) {
     INFO("frame " << i);
-    auto row = d[i];
-    CHECK((row >= 0).all().item<bool>());
-    CHECK((row < 5).all().item<bool>());
-    CHECK_FALSE((row == i).any().item<bool>());
-    for (std::int64_t j = 0; j < 5; ++j)
-      if (j != i) CHECK((row == j).any().item<bool>());
+    auto draws = d[0][i];
+    CHECK_FALSE((draws == i).any().item<bool>());
+    std::int64_t in_row = 0;
+    for (auto j : row0) {
+      in_row += (draws == j).sum().item<std::int64_t>();
+      if (j != i) CHECK((draws == j).any().item<bool>());
+    }
+    CHECK(in_row == K);
   }
-  // Row 1's single masked frame has nothing to draw from.
-  CHECK((d[5] == -1).all().item<bool>());
-  // Row 3 (indices 6, 7): each can only draw the other.
-  CHECK((d[6] == 7).all().item<bool>());
-  CHECK((d[7] == 6).all().item<bool>());
+  // Unmasked frames, the row with one masked frame and the empty row draw nothing.
+  for (std::int64_t t : {0, 3, 4, 8, 9}) CHECK((d[0][t] == -1).all().item<bool>());
+  CHECK((d[1] == -1).all().item<bool>());
+  CHECK((d[2] == -1).all().item<bool>());
+  // Row 3: each of frames 0 and 9 can only draw the other.
+  CHECK((d[3][0] == 9).all().item<bool>());
+  CHECK((d[3][9] == 0).all().item<bool>());
 
-  // Uniform over the other frames: each of the 4 choices about 1/4 of frame 0's 200 draws... over all
-  // five frames of row 0 (1000 draws) each index is drawn about 200 times.
-  auto counts = torch::bincount(d.narrow(0, 0, 5).reshape({-1}), {}, 5);
-  for (std::int64_t j = 0; j < 5; ++j) CHECK(counts[j].item<double>() == Approx(200).margin(40));
+  // Uniform over the other frames: over the five frames of row 0 (1000 draws) each is drawn about 200 times.
+  auto counts = torch::bincount(d[0].index({mask[0]}).reshape({-1}), {}, 10);
+  for (auto j : row0) CHECK(counts[j].item<double>() == Approx(200).margin(40));
 
-  // The same seed gives the same draws.
-  std::mt19937_64 a(9), b(9);
-  CHECK(torch::equal(sample_distractors(mask, 7, a), sample_distractors(mask, 7, b)));
+  // The same seed of torch's generator gives the same draws.
+  torch::manual_seed(9);
+  auto first = sample_distractors(mask, 7);
+  torch::manual_seed(9);
+  CHECK(torch::equal(first, sample_distractors(mask, 7)));
 
   // Frames of a row with one masked frame do not count in the loss.
-  auto q = torch::randn({8, 4});
-  auto out = info_nce(q, q, d, 0.1);
+  auto q = torch::randn({4, 10, 4});
+  auto out = info_nce(q, q, codes_of(q), d, 0.1);
   CHECK(out.count.item<double>() == 7);
   CHECK(out.accuracy.item<double>() == 1.0);
 
-  // A mask without any masked frame gives an empty (0, K) table.
-  auto empty = sample_distractors(torch::zeros({2, 5}, torch::kBool), 3, rng);
-  CHECK(empty.size(0) == 0);
-  CHECK(empty.size(1) == 3);
+  CHECK_THROWS_AS(sample_distractors(torch::zeros({5}, torch::kBool), 3), std::invalid_argument);
+  CHECK_THROWS_AS(sample_distractors(mask, -1), std::invalid_argument);
 }
 
 TEST_CASE("w2v_bert perplexity_and_diversity: G V for uniform use, G for collapse", "[w2v_bert][quantizer]") {

@@ -8,32 +8,30 @@
 namespace workbench {
 
 torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_length, double start_prob,
-                               std::int64_t span, std::mt19937_64& rng, std::int64_t min_spans) {
+                               std::int64_t span, std::int64_t min_spans) {
   if (!(start_prob >= 0 && start_prob <= 1)) throw std::invalid_argument("span_mask_frames: start_prob must be in [0, 1]");
   if (span < 1) throw std::invalid_argument("span_mask_frames: span must be at least 1");
-  auto len = lengths.to(torch::kCPU, torch::kLong).contiguous();
-  const auto B = len.size(0);
-  auto mask = torch::zeros({B, max_length}, torch::kBool);
-  auto m = mask.accessor<bool, 2>();
-  const auto* L = len.data_ptr<std::int64_t>();
-  std::bernoulli_distribution start(start_prob);
-  for (std::int64_t b = 0; b < B; ++b) {
-    const std::int64_t n = std::min(L[b], max_length);
-    std::int64_t starts = 0;
-    auto cover = [&](std::int64_t s) {
-      for (std::int64_t t = s; t < std::min(n, s + span); ++t) m[b][t] = true;
-    };
-    for (std::int64_t t = 0; t < n; ++t)
-      if (start(rng)) {
-        cover(t);
-        ++starts;
-      }
-    if (n >= min_spans * span && starts < min_spans) {
-      std::uniform_int_distribution<std::int64_t> pick(0, n - span);
-      for (; starts < min_spans; ++starts) cover(pick(rng));
-    }
+  if (min_spans < 0) throw std::invalid_argument("span_mask_frames: min_spans must not be negative");
+  const auto B = lengths.size(0), T = max_length;
+  const auto device = lengths.device();
+  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
+  const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  auto n = lengths.to(torch::kLong).clamp(0, T).unsqueeze(1);  // (B, 1)
+  auto t = torch::arange(T, longs).unsqueeze(0);               // (1, T)
+  auto starts = (torch::rand({B, T}, floats) < start_prob) & (t < n);
+  if (min_spans > 0) {
+    // The missing starts go to the candidates of lowest random key: distinct frames, uniformly chosen.
+    auto need = (min_spans - starts.sum(1, /*keepdim=*/true)).clamp_min(0) * (n >= min_spans * span).to(torch::kLong);
+    auto candidate = (t <= n - span) & ~starts;
+    auto keys = torch::rand({B, T}, floats).masked_fill(~candidate, 2.0);
+    auto order = std::get<1>(keys.sort(/*dim=*/1));
+    auto rank = torch::empty_like(order).scatter_(1, order, t.expand({B, T}).contiguous());
+    starts = starts | (candidate & (rank < need));
   }
-  return mask.to(lengths.device());
+  // Frame t is masked when a span starts in (t - span, t]: a difference of running counts.
+  auto count = starts.to(torch::kInt32).cumsum(1);
+  auto before = torch::cat({torch::zeros({B, span}, count.options()), count}, 1).narrow(1, 0, T);
+  return (count > before) & (t < n);
 }
 
 double start_prob_for_coverage(double coverage, std::int64_t span) {

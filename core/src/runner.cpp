@@ -20,6 +20,7 @@
 #include "workbench/error.h"
 #include "workbench/io.h"
 #include "workbench/runtime.h"
+#include "workbench/tensor_memory.h"
 #include "workbench/slot_options.h"
 #include "workbench/text_embedding.h"
 
@@ -167,6 +168,8 @@ const RuntimeInfo& Runner::configure_runtime() {
   at::set_num_threads(info.threads);
   if (tr.blas_threads() > 0) set_blas_threads(static_cast<int>(tr.blas_threads()));
   if (tr.keep_freed_memory()) keep_freed_memory();
+  // Before the model is built, so that its parameters count too: train/peak_memory_mb.
+  install_tensor_memory_meter();
   const BlasInfo blas = detect_blas();
   info.blas = blas.name;
   info.blas_path = blas.path;

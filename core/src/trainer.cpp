@@ -31,6 +31,7 @@
 #include "workbench/progress.h"
 #include "workbench/runtime.h"
 #include "workbench/sha256.h"
+#include "workbench/tensor_memory.h"
 
 namespace workbench {
 
@@ -111,9 +112,13 @@ struct Trainer::Impl {
   std::map<std::string, std::int64_t> counts;
   std::int64_t window_steps = 0, skipped = 0, skipped_in_a_row = 0;
   double grad_norm_sum = 0;
+  std::int64_t peak_tensor_bytes = 0;  // the window's highest step peak (tensor_memory.h), when metered
   // Wall time per step in this process's part of the log window: the step, and the part of it spent
   // waiting for training batches (not saved for resume: a resumed window counts its own steps).
   double step_seconds_sum = 0, data_wait_seconds_sum = 0;
+  // The plugins' own work per step: the losses' compute(), backward, and the clipped update. What the
+  // step spends besides that and the data wait is the trainer's dispatch (train/dispatch_ms).
+  double work_seconds_sum = 0;
   std::int64_t timed_steps = 0;
   // How long the previous log() took to hand its metrics to the sink (the run store's transaction).
   double last_record_seconds = -1;
@@ -401,7 +406,9 @@ Metrics Trainer::evaluate(const std::function<bool(const EvaluatorSlot&)>& due) 
 StepResult Trainer::step() {
   Impl& im = *impl_;
   const auto step_start = clock_type::now();
-  double data_wait = 0;
+  double data_wait = 0, work = 0;
+  auto since = [](clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); };
+  if (tensor_memory_meter_installed()) reset_tensor_peak();
   im.sync_freezing();
   const std::int64_t s = im.step;
   const std::int64_t total = im.options.steps();
@@ -430,7 +437,10 @@ StepResult Trainer::step() {
       data_wait += std::chrono::duration<double>(clock_type::now() - wait_start).count();
       share = batcher.share();
       if (batch.size() == 0) continue;  // this rank's shard of a global batch too small to reach it
-      out = obj->loss->compute(batch.to(im.device), im.model, info);
+      Batch on_device = batch.to(im.device);
+      const auto compute_start = clock_type::now();
+      out = obj->loss->compute(on_device, im.model, info);
+      work += since(compute_start);
     } catch (const Interrupted&) {
       throw;
     } catch (const c10::Error& e) {
@@ -456,6 +466,12 @@ StepResult Trainer::step() {
   result.lr = lr;
   const bool backward = loss_sum.defined() && loss_sum.requires_grad();
   if (backward) {
+    const auto backward_start = clock_type::now();
+    struct AddOnExit {
+      double& to;
+      clock_type::time_point start;
+      ~AddOnExit() { to += std::chrono::duration<double>(clock_type::now() - start).count(); }
+    } timed{work, backward_start};
     try {
       loss_sum.backward();
     } catch (const c10::Error& e) {
@@ -465,15 +481,21 @@ StepResult Trainer::step() {
                               e.what_without_backtrace()));
     }
   }
-  if (im.hooks.after_backward) im.hooks.after_backward(s, params);
+  if (im.hooks.after_backward) {  // data parallelism's gradient all-reduce: work, not dispatch
+    const auto hook_start = clock_type::now();
+    im.hooks.after_backward(s, params);
+    work += since(hook_start);
+  }
   const bool any_gradient =
       backward || std::any_of(params.begin(), params.end(), [](const torch::Tensor& p) { return p.grad().defined(); });
   if (any_gradient) {
+    const auto update_start = clock_type::now();
     const double clip = im.options.clip_norm();
     double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
     if (std::isfinite(norm)) {
       im.optimizer->step();
       im.skipped_in_a_row = 0;
+      work += since(update_start);
     } else {
       // A non-finite gradient would poison Adam's moments: no update, and the objective that caused it is
       // named (the losses are read back only now, so a finite step costs no host round trip).
@@ -506,8 +528,10 @@ StepResult Trainer::step() {
   }
   if (logged_sum.defined()) im.accumulate("train/loss", logged_sum);
   ++im.window_steps;
+  if (tensor_memory_meter_installed()) im.peak_tensor_bytes = std::max(im.peak_tensor_bytes, peak_tensor_bytes());
   im.step_seconds_sum += std::chrono::duration<double>(clock_type::now() - step_start).count();
   im.data_wait_seconds_sum += data_wait;
+  im.work_seconds_sum += work;
   ++im.timed_steps;
   im.step = s + 1;
 
@@ -532,8 +556,15 @@ Metrics Trainer::log() {
   if (im.timed_steps > 0) {
     m.emplace_back("train/step_ms", 1e3 * im.step_seconds_sum / static_cast<double>(im.timed_steps));
     m.emplace_back("train/data_wait_ms", 1e3 * im.data_wait_seconds_sum / static_cast<double>(im.timed_steps));
+    // Collating aside (data_wait_ms), the step's time outside the plugins' compute(), backward and the
+    // update: moving batches, calling the objectives, collecting and accumulating their metrics.
+    const double dispatch = im.step_seconds_sum - im.data_wait_seconds_sum - im.work_seconds_sum;
+    m.emplace_back("train/dispatch_ms", 1e3 * std::max(0.0, dispatch) / static_cast<double>(im.timed_steps));
   }
   if (im.last_record_seconds >= 0) m.emplace_back("train/record_ms", 1e3 * im.last_record_seconds);
+  // The most memory any step of the window held in CPU tensors, parameters and optimizer state included.
+  if (tensor_memory_meter_installed())
+    m.emplace_back("train/peak_memory_mb", static_cast<double>(im.peak_tensor_bytes) / (1024.0 * 1024.0));
   m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
   m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));
   if (im.hooks.reduce_metrics) m = im.hooks.reduce_metrics(m);
@@ -544,7 +575,8 @@ Metrics Trainer::log() {
   im.counts.clear();
   im.window_steps = 0;
   im.grad_norm_sum = 0;
-  im.step_seconds_sum = im.data_wait_seconds_sum = 0;
+  im.peak_tensor_bytes = 0;
+  im.step_seconds_sum = im.data_wait_seconds_sum = im.work_seconds_sum = 0;
   im.timed_steps = 0;
   if (im.hooks.on_log) im.hooks.on_log(im.step, m);
   return m;

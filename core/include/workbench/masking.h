@@ -12,13 +12,16 @@ namespace workbench {
 /// Speech span masking (wav2vec 2.0 section 3.1; w2v-BERT section 3.2: start probability 0.065, span 10):
 /// every valid frame starts a span with probability `start_prob`; a span covers `span` frames, cut at
 /// the row's length; spans may overlap, so the expected coverage is 1 - (1 - p)^span (about 49% for
-/// 0.065 x 10). A row of at least `min_spans` * span frames that drew fewer starts gets extra starts at
-/// random, so that a contrastive loss always has masked frames to work with.
+/// 0.065 x 10). A row of at least `min_spans` * span frames that drew fewer starts gets extra starts, at
+/// distinct random frames in [0, length - span] that had none, so that a contrastive loss always has
+/// masked frames to work with.
 ///
-/// `lengths` (B) int64 valid frames per row; `max_length` T. Returns (B, T) bool, true at masked frames,
-/// never at padding. Draws from `rng`. Throws std::invalid_argument for p outside [0, 1] or span < 1.
+/// `lengths` (B) int64 valid frames per row; `max_length` T. Returns (B, T) bool on lengths' device, true
+/// at masked frames, never at padding. Built there by tensor operations, with nothing read back to the
+/// host, from torch's default generator of that device (which the trainer checkpoints for resume).
+/// Throws std::invalid_argument for p outside [0, 1], span < 1 or min_spans < 0.
 torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_length, double start_prob,
-                               std::int64_t span, std::mt19937_64& rng, std::int64_t min_spans = 1);
+                               std::int64_t span, std::int64_t min_spans = 1);
 
 /// The start probability p that gives coverage c with spans of `span`: 1 - (1 - c)^(1/span). TLM uses it
 /// to mask "about 75% of speech" with the same span length.

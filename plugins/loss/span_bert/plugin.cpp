@@ -70,8 +70,10 @@ class SpanBertLoss final : public Loss {
     const double n = static_cast<double>(std::max<std::int64_t>(targets.size(0), 1));
     out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n);
     // The accuracy of always guessing the most frequent target: what "learning" must beat.
-    auto counts = torch::bincount(targets.to(torch::kCPU), {}, head_->project->weight.size(0));
-    out.metrics.emplace_back("majority_accuracy", counts.max().to(torch::kFloat32) / n);
+    // Counted on the device by scatter_add: bincount on CUDA reads the largest id back to size its output.
+    auto counts = torch::zeros({head_->project->weight.size(0)}, torch::TensorOptions().dtype(torch::kFloat32).device(targets.device()))
+                      .scatter_add_(0, targets, torch::ones({targets.size(0)}, torch::TensorOptions().dtype(torch::kFloat32).device(targets.device())));
+    out.metrics.emplace_back("majority_accuracy", counts.max() / n);
     auto valid = ~padding_mask(lengths, tokens.size(1));
     out.metrics.emplace_back("mask_rate", selected.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32));
     return out;

@@ -123,7 +123,7 @@ class TlmLoss final : public Loss {
 
     // Speech: the codes are computed on the unmasked features, as w2v-BERT's own targets are.
     auto features = speech.embed(batch.features, batch.feature_lengths);
-    auto frames = mask_frames_with_noise(features.x, features.lengths, speech_coverage_, speech_span_, rng_);
+    auto frames = mask_frames_with_noise(features.x, features.lengths, speech_coverage_, speech_span_);
     auto contrastive = speech.encode({frames.inputs, features.lengths});
 
     // Text: SpanBERT masking at TLM's higher rate (80% [MASK] / 10% random / 10% unchanged per span).
@@ -191,7 +191,7 @@ class TlmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.1.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume
+  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.2.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume; 2.2: speech masks drawn on the device
       "translation language modelling on paired data: masked text and speech codes predicted from "
                   "speech ++ text at the top of the shared encoder",
       OptionSchema()

@@ -9,12 +9,12 @@
 namespace workbench::tlm {
 
 FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::Tensor& lengths, double coverage,
-                                    std::int64_t span, std::mt19937_64& rng) {
+                                    std::int64_t span) {
   if (features.dim() != 3) throw std::invalid_argument("mask_frames_with_noise: features must be (B, T, D)");
   if (span < 1) throw std::invalid_argument("mask_frames_with_noise: span must be at least 1");
   const auto T = features.size(1);
   FrameMasking out;
-  out.mask = span_mask_frames(lengths, T, start_prob_for_coverage(coverage, span), span, rng);
+  out.mask = span_mask_frames(lengths.to(features.device()), T, start_prob_for_coverage(coverage, span), span);
 
   // Moments from sums over the valid frames rather than boolean indexing, so that no GPU sync is needed.
   auto f = features.detach();

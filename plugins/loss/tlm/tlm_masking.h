@@ -26,10 +26,10 @@ struct FrameMasking {
 /// puts them in the range of real frames, and detaching keeps the noise from being a path for gradients).
 ///
 /// `features` (B, T, D) float, `lengths` (B) int64 valid frames per row, on the same device. The mask is
-/// drawn from `rng` (reproducible on any device); the noise from torch's generator for that device.
+/// and the noise are drawn on that device, from torch's generator for it (which checkpoints keep).
 /// Throws std::invalid_argument for coverage outside [0, 1) or span < 1.
 FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::Tensor& lengths, double coverage,
-                                    std::int64_t span, std::mt19937_64& rng);
+                                    std::int64_t span);
 
 /// The prediction inputs and targets at selected positions: `x` (B, T, D) and `targets` (B, T) or
 /// (B, T, G) at the true entries of `selected` (B, T) bool -> (N, D) and (N) or (N, G), in row-major

@@ -2,23 +2,28 @@
 // The contrastive task of wav2vec 2.0 (section 3.2, eq. 3) as w2v-BERT uses it (section 3.2): at each
 // masked frame, pick the true quantized vector among K distractors drawn from other masked frames of
 // the same utterance, by cosine similarity over a temperature kappa.
+//
+// Everything here works in the (B, T) frame layout and on the tensors' own device: nothing is read back
+// to the host, no boolean index packs the masked frames (its size would need a device-to-host copy), so
+// the same code makes no synchronisation per step on CUDA.
 #include <cstdint>
-#include <random>
-#include <vector>
 
 #include <torch/types.h>
 
 namespace workbench::w2v_bert {
 
-/// For each of the M masked frames (row-major over `mask` (B, T) bool), K indices into that same list
-/// of masked frames: other masked frames of the same row, drawn uniformly with replacement. Rows with a
-/// single masked frame have none to draw from; their entries are -1. Returns (M, K) int64 on the CPU.
 /// The standard deviation of `x` (B, T, D) over its valid frames (`valid` (B, T) bool) only, detached: the
-/// scale of the random vectors that replace masked frames, which padding must not shrink. 1 when no frame
-/// is valid.
+/// scale of the random vectors that replace masked frames, which padding must not shrink. Unbiased (N - 1),
+/// as torch's std. 1 when fewer than two values are valid. A () tensor on x's device.
 torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid);
 
-torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K, std::mt19937_64& rng);
+/// Distractors for every frame of `mask` (B, T) bool: at a masked frame, K frame indices into [0, T) of
+/// other masked frames of the same row, uniformly with replacement; -1 at frames that are not masked and
+/// at every frame of a row with fewer than two masked frames (nothing to draw from). Returns (B, T, K)
+/// int64 on mask's device, drawn from torch's default generator there (the trainer checkpoints it, so a
+/// resumed run draws what the uninterrupted one would). Throws std::invalid_argument for a mask that is
+/// not 2-D or K < 0.
+torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K);
 
 struct ContrastiveOutput {
   /// scalar: mean cross-entropy over the usable frames: those with distractors, at least one of which
@@ -31,21 +36,17 @@ struct ContrastiveOutput {
   torch::Tensor chance;
 };
 
-/// Masked frames per row of `mask` (B, T) bool: the block sizes sample_distractors draws within, in row
-/// order (they sum to M). Reads the mask on the CPU, as sample_distractors does.
-std::vector<std::int64_t> masked_per_row(const torch::Tensor& mask);
-
-/// InfoNCE. `context` and `targets` (M, Dq): the projected context vector and the quantized vector at
-/// each masked frame; `distractors` (M, K) from sample_distractors. Logits are cos(c, q) / kappa; a
-/// distractor equal to the true vector is set to -inf (it is not a negative), as in wav2vec 2.0.
+/// InfoNCE. `context` and `targets` (B, T, Dq): the projected context vector and the quantized vector at
+/// every frame; `target_codes` (B, T, G) int64: the codes each target was built from, so that equal codes
+/// mean equal vectors; `distractors` (B, T, K) from sample_distractors. Only frames whose distractors are
+/// all >= 0 count (so unmasked frames and padding do not). Logits are cos(c, q) / kappa; a distractor with
+/// the target's own codes is set to -inf (it is not a negative), as in wav2vec 2.0.
 ///
-/// `rows` (masked_per_row) says that the M frames come in consecutive blocks of these sizes and that each
-/// frame's distractors lie in its own block, as sample_distractors draws them. The logits are then read
-/// from one (rows, N, N) cosine matrix per block (N the largest block) by a gather, and no (M, K, Dq)
-/// tensor of distractor vectors is made: at base (M about 2000, K 100, Dq 768) that tensor and its
-/// gradient were 1.2 GB. Empty `rows`: one block of all M frames, for any indices.
-/// Throws std::invalid_argument when `rows` does not sum to M, or a distractor lies outside its frame's block.
-ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& distractors,
-                           double kappa, const std::vector<std::int64_t>& rows = {});
+/// The logits are read from one (B, T, T) cosine matrix per batch by a gather: no (M, K, Dq) tensor of
+/// distractor vectors is made (at base, M about 2000, K 100, Dq 768, that tensor and its gradient were
+/// 1.2 GB). Throws std::invalid_argument when the shapes disagree. Distractor indices must lie in [0, T)
+/// or be -1; others are an index error of the gather (on CUDA, a device-side assert).
+ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& target_codes,
+                           const torch::Tensor& distractors, double kappa);
 
 }  // namespace workbench::w2v_bert

@@ -10,7 +10,6 @@
 // Total = contrastive + diversity_weight * diversity + mlm_weight * masked prediction.
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
@@ -20,7 +19,6 @@
 #include "quantizer.h"
 #include "workbench/error.h"
 #include "workbench/loss.h"
-#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -43,7 +41,7 @@ TORCH_MODULE(Heads);
 
 class W2vBertLoss final : public Loss, public SpeechCodeProvider {
  public:
-  W2vBertLoss(const Options& o, const BuildContext& ctx) : rng_(ctx.seed * 7919 + 17) {
+  W2vBertLoss(const Options& o, const BuildContext& ctx) {
     if (ctx.speech_dim <= 0 || ctx.model_dim <= 0)
       throw std::invalid_argument("w2v_bert needs the speech encoder's and the context vectors' dimensions");
     mask_prob_ = o.get_float("mask_prob");
@@ -78,9 +76,8 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     return std::max(t_end_, t_start_ * std::pow(t_decay_, static_cast<double>(step)));
   }
 
-  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
-  std::string random_state() const override { return engine_state(rng_); }
-  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
+  // Resume: the masks and distractors come from torch's default generator, which the trainer's
+  // checkpoints keep; this plugin has no stream of its own.
 
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) override {
     auto& speech = model.require_speech_encoder("w2v_bert");
@@ -89,7 +86,9 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     const auto& x = embedded.x;
     const auto T = x.size(1);
     auto valid = ~padding_mask(embedded.lengths, T);
-    auto mask = span_mask_frames(embedded.lengths, T, mask_prob_, mask_span_, rng_, 1).to(x.device());
+    // Every step's tensors stay on the device, in the (B, T) frame layout: no boolean index, bincount or
+    // mask reads anything back to the host, so a CUDA step never waits on its own results.
+    auto mask = span_mask_frames(embedded.lengths, T, mask_prob_, mask_span_, 1);
 
     const double tau = gumbel_temperature(step.step);
     auto quantized = heads_->quantizer(x, valid, tau);
@@ -105,31 +104,30 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     auto contrastive = speech.encode({masked_x, embedded.lengths});
 
     LossOutput out;
-    // Contrastive task at the top of the speech encoder.
-    auto c = heads_->project(contrastive.x.index({mask}));   // (M, Dq)
-    auto q = quantized.quantized.index({mask});              // (M, Dq)
-    auto distractors = sample_distractors(mask, distractors_, rng_);
-    auto nce = info_nce(c, q, distractors, kappa_, masked_per_row(mask));
+    // Contrastive task at the top of the speech encoder, scored at the masked frames.
+    auto c = heads_->project(contrastive.x);  // (B, T, Dq)
+    auto distractors = sample_distractors(mask, distractors_);
+    auto nce = info_nce(c, quantized.quantized, quantized.sampled_codes, distractors, kappa_);
 
-    // Masked prediction at the top of the shared encoder, against the (detached) code ids.
+    // Masked prediction at the top of the shared encoder, against the (detached) code ids, at the masked
+    // frames: computed at every frame and weighted, which costs the head's width at unmasked frames but
+    // keeps shapes static.
     auto context = model.shared_from_speech(contrastive);
-    auto logits = heads_->mlm(context.x.index({mask})).view({-1, groups_, entries_});  // (M, G, V)
+    auto logits = heads_->mlm(context.x).view({-1, groups_, entries_});  // (B T, G, V)
     // fairseq2 predicts the Gumbel-sampled codes, the contrastive loss's own targets; "argmax" predicts the
     // noise-free codes (what the paper's "token IDs of the quantizer" reads as outside training).
-    auto targets = (mlm_sampled_ ? quantized.sampled_codes : quantized.codes).index({mask});  // (M, G)
-    torch::Tensor mlm_loss, mlm_accuracy, mlm_majority;
-    if (targets.size(0) > 0) {
-      mlm_loss = torch::nn::functional::cross_entropy(logits.reshape({-1, entries_}), targets.reshape({-1}));
-      mlm_accuracy = (logits.detach().argmax(-1) == targets).to(torch::kFloat32).mean();
-      // Always guessing the most frequent code of the batch: the baseline masked prediction must beat
-      // (with collapsed codes it is near 1, which is how collapse shows).
-      auto counts = torch::bincount(targets.reshape({-1}).to(torch::kCPU), {}, entries_);
-      mlm_majority = counts.max().to(torch::kFloat32) / static_cast<double>(targets.numel());
-    } else {
-      mlm_loss = logits.sum() * 0.0;
-      mlm_accuracy = torch::zeros({}, logits.options());
-      mlm_majority = torch::zeros({});
-    }
+    auto targets = (mlm_sampled_ ? quantized.sampled_codes : quantized.codes).reshape({-1, groups_});  // (B T, G)
+    auto weights = mask.reshape({-1, 1}).expand({-1, groups_}).to(torch::kFloat32);                   // (B T, G)
+    auto predicted = weights.sum().clamp_min(1.0);
+    auto ce = torch::nn::functional::cross_entropy(logits.reshape({-1, entries_}), targets.reshape({-1}),
+                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto flat_mask = weights.reshape({-1}) > 0;
+    auto mlm_loss = torch::where(flat_mask, ce, torch::zeros({}, ce.options())).sum() / predicted;
+    auto mlm_accuracy = ((logits.detach().argmax(-1) == targets).to(torch::kFloat32) * weights).sum() / predicted;
+    // Always guessing the most frequent code of the batch: the baseline masked prediction must beat
+    // (with collapsed codes it is near 1, which is how collapse shows).
+    auto counts = torch::zeros({entries_}, weights.options()).scatter_add_(0, targets.reshape({-1}), weights.reshape({-1}));
+    auto mlm_majority = counts.max() / predicted;
 
     out.loss = contrastive_weight_ * nce.loss + diversity_weight_ * quantized.diversity + mlm_weight_ * mlm_loss;
     out.metrics.emplace_back("loss", out.loss.detach());
@@ -151,7 +149,6 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
 
  private:
   Heads heads_{nullptr};
-  std::mt19937_64 rng_;
   double mask_prob_ = 0.065, kappa_ = 0.1, t_start_ = 2.0, t_end_ = 0.5, t_decay_ = 0.999995;
   double diversity_weight_ = 0.1, mlm_weight_ = 1.0, contrastive_weight_ = 1.0;
   std::int64_t mask_span_ = 10, distractors_ = 100, groups_ = 1, entries_ = 1024;
@@ -160,7 +157,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.2.0",  // 1.1: mlm_target, valid-frame noise scale; 1.2: random state kept for resume
+  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.3.0",  // 1.1: mlm_target, valid-frame noise scale; 1.2: random state kept for resume; 1.3: masks and distractors drawn on the device
       "w2v-BERT (Chung et al. 2021): span masking, Gumbel quantizer, InfoNCE at the top of the speech encoder, "
       "masked prediction of code ids at the top of the shared encoder",
       OptionSchema()

@@ -26,9 +26,12 @@ QuantizerImpl::QuantizerImpl(std::int64_t input_dim, std::int64_t g, std::int64_
 }
 
 std::pair<torch::Tensor, torch::Tensor> QuantizerImpl::perplexity_and_diversity(const torch::Tensor& probs) {
-  auto avg = probs.mean(0);                                                        // (G, V)
+  return perplexity_and_diversity_of_average(probs.mean(0));
+}
+
+std::pair<torch::Tensor, torch::Tensor> QuantizerImpl::perplexity_and_diversity_of_average(const torch::Tensor& avg) {
   auto perplexity = torch::exp(-(avg * torch::log(avg + 1e-7)).sum(-1)).sum();      // sum over G
-  const double gv = static_cast<double>(probs.size(1) * probs.size(2));
+  const double gv = static_cast<double>(avg.size(0) * avg.size(1));
   return {perplexity, (gv - perplexity) / gv};
 }
 
@@ -38,15 +41,21 @@ QuantizerOutput QuantizerImpl::forward(const torch::Tensor& x, const torch::Tens
   QuantizerOutput out;
   out.codes = z.detach().argmax(-1);
   auto probs = torch::softmax(z.to(torch::kFloat32), -1);
-  auto [perplexity, diversity] = perplexity_and_diversity(probs.index({valid}));  // (N, G, V) over valid frames
+  // Averages over the valid frames by weights rather than a boolean index, whose size would be read back
+  // from the device.
+  auto w = valid.to(torch::kFloat32).view({B, T, 1, 1});
+  auto n = w.sum().clamp_min(1.0);
+  auto [perplexity, diversity] = perplexity_and_diversity_of_average((probs * w).sum(torch::IntArrayRef{0, 1}) / n);
   out.perplexity = perplexity;
   out.diversity = diversity;
   {
     // The same measure over the argmax codes: low when a few entries win everywhere, even while the soft
-    // average still looks uniform.
+    // average still looks uniform. Counted by scatter_add (one_hot checks its range on the host).
     torch::NoGradGuard no_grad;
-    auto hard = torch::one_hot(out.codes.index({valid}), entries).to(torch::kFloat32);  // (N, G, V)
-    out.usage_perplexity = perplexity_and_diversity(hard).first;
+    auto index = out.codes.view({B * T, groups}).t();  // (G, B T)
+    auto weight = valid.to(torch::kFloat32).reshape({1, B * T}).expand({groups, B * T});
+    auto counts = torch::zeros({groups, entries}, probs.options()).scatter_add_(1, index, weight);
+    out.usage_perplexity = perplexity_and_diversity_of_average(counts / n).first;
   }
   torch::Tensor onehot;
   if (is_training()) {
@@ -55,7 +64,7 @@ QuantizerOutput QuantizerImpl::forward(const torch::Tensor& x, const torch::Tens
         z, torch::nn::functional::GumbelSoftmaxFuncOptions().tau(temperature).hard(true).dim(-1));
     out.sampled_codes = onehot.detach().argmax(-1);
   } else {
-    onehot = torch::one_hot(out.codes, entries).to(x.dtype());
+    onehot = torch::zeros({B, T, groups, entries}, x.options()).scatter_(-1, out.codes.unsqueeze(-1), 1.0);
     out.sampled_codes = out.codes;
   }
   // (B, T, G, V) x (G, V, d) -> (B, T, G, d)

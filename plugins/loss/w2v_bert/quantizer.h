@@ -37,6 +37,9 @@ struct QuantizerImpl : torch::nn::Module {
   torch::Tensor code_ids(const torch::Tensor& x);
   /// Perplexity and diversity of code probabilities `probs` (N, G, V) averaged over N.
   static std::pair<torch::Tensor, torch::Tensor> perplexity_and_diversity(const torch::Tensor& probs);
+  /// The same of an average distribution `average` (G, V) (each row sums to 1, or is all 0 when no frame
+  /// is valid).
+  static std::pair<torch::Tensor, torch::Tensor> perplexity_and_diversity_of_average(const torch::Tensor& average);
 
   torch::nn::Linear logits{nullptr};
   torch::Tensor codebook;  ///< (G, V, code_dim / G)
