@@ -14,6 +14,7 @@
 #include <torch/utils.h>
 
 #include "contrastive.h"
+#include "workbench/runtime.h"
 #include "workbench/tensor_memory.h"
 
 namespace F = torch::nn::functional;
@@ -56,7 +57,7 @@ double best_ms(int reps, Fn&& fn) {
 int main(int argc, char** argv) {
   std::int64_t batch = 8, frames = 500, distractors = 100, dim = 768;
   double mask_share = 0.5, kappa = 0.1;
-  int reps = 5, threads = 0;
+  int reps = 5, threads = 0, blas_threads = 1;
   bool no_peer = false;
   CLI::App app{"w2v-BERT InfoNCE, forward + backward: per-utterance cosine matrices against gathered distractors"};
   app.add_option("--batch", batch, "utterances")->capture_default_str();
@@ -66,9 +67,13 @@ int main(int argc, char** argv) {
   app.add_option("--dim", dim, "Dq, the quantized vectors' size")->capture_default_str();
   app.add_option("--reps", reps, "repetitions; the best is reported")->capture_default_str();
   app.add_option("--threads", threads, "LibTorch intra-op threads (0: LibTorch's default)")->capture_default_str();
+  app.add_option("--blas-threads", blas_threads,
+                 "OpenBLAS threads (0 = leave; the trainer's default is 1: more fight LibTorch's pool for the cores)")
+      ->capture_default_str();
   app.add_flag("--no-peer", no_peer, "run only info_nce (the ctest smoke)");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) torch::set_num_threads(threads);
+  if (blas_threads > 0) workbench::set_blas_threads(blas_threads);
 
   workbench::install_tensor_memory_meter();
   torch::manual_seed(1);
@@ -107,8 +112,9 @@ int main(int argc, char** argv) {
               static_cast<long long>(batch), static_cast<long long>(M), static_cast<long long>(distractors),
               static_cast<long long>(dim), torch::get_num_threads());
   const double ours_peak = peak_above([&] { info_nce(context, targets, codes, idx, kappa).loss.backward(); });
-  std::printf("  workbench (cosines per utterance): %8.2f ms, peak %7.1f MB above the inputs (B x T x T matrix %.1f MB)\n",
-              ours, ours_peak, 4.0 * batch * frames * frames / 1e6);
+  const std::int64_t R = mask.sum(1).max().item<std::int64_t>();  // the most masked frames in a row
+  std::printf("  workbench (cosines per utterance): %8.2f ms, peak %7.1f MB above the inputs (B x R x R, R %lld: %.1f MB)\n",
+              ours, ours_peak, static_cast<long long>(R), 4.0 * batch * R * R / 1e6);
   if (no_peer) return 0;
   const double peer = best_ms(reps, [&] {
     auto loss = gathered_info_nce(packed_context, packed_targets, packed_idx, kappa);

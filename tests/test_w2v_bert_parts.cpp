@@ -2,6 +2,7 @@
 // compiled into the test and checked directly, without the registry, so that the sanitized build
 // (tests/sanitized/) runs them too. The plugin itself, through the registry, is in test_w2v_bert.cpp.
 #include <torch/types.h>
+#include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/normalization.h>
 #include <torch/utils.h>
 

@@ -6,8 +6,12 @@ namespace workbench::conformer {
 
 namespace {
 
-// Without padding the masked statistics are the plain ones: the fused kernels are faster.
-bool all_valid(const torch::Tensor& valid) { return valid.numel() == 0 || valid.all().item<bool>(); }
+// Without padding the masked statistics are the plain ones: the fused kernels are faster. The check reads
+// the mask on the host, which is free on the CPU; on another device it would wait for the device at every
+// norm, so there the masked form always runs (it gives the same statistics).
+bool all_valid(const torch::Tensor& valid) {
+  return valid.numel() == 0 || (valid.device().is_cpu() && valid.all().item<bool>());
+}
 }  // namespace
 
 torch::Tensor masked_group_norm(const torch::Tensor& h, const torch::Tensor& valid, torch::nn::GroupNorm& norm) {

@@ -141,8 +141,9 @@ class ConformerEncoder final : public Encoder {
 PluginDescriptor describe() {
   // 1.1: frontend, position, shaw_left, shaw_right; 1.2: upper bounds on the sizes (an absurd one is an
   // error at its line, not an allocation that fails or swaps); 1.3: checkpoint_activations; 1.4: dropout
-  // masks from Philox (dropout.h), so a seed gives other masks than 1.3's, and linear_backend
-  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.4.0",
+  // masks from Philox (dropout.h), so a seed gives other masks than 1.3's, and linear_backend; 1.4.1: off the
+  // CPU the masked norms run without first reading the mask back to the host
+  return describe_plugin<ConformerEncoder>(PluginKind::Encoder, "conformer", "1.4.1",
       "Conformer blocks (Gulati et al. 2020) after Conv2D 4x subsampling (the SLAM/mSLAM speech encoder) or a "
       "linear projection (the shared encoder); optional relative positions (Transformer-XL or Shaw)",
       OptionSchema()

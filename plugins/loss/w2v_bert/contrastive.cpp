@@ -52,36 +52,53 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
         context.sizes(), ", targets ", targets.sizes(), ", target_codes ", target_codes.sizes(), ", distractors ",
         distractors.sizes()));
   const auto B = context.size(0), T = context.size(1), K = distractors.size(2), G = target_codes.size(2);
-  auto has = distractors >= 0;
   // Frames that neither count nor are drawn (unmasked frames, padding) are zeroed before the matrix
   // product, so that whatever they hold, even NaN, reaches no counted frame's value or gradient.
-  auto active = has.all(2, /*keepdim=*/true);  // (B, T, 1); every drawn frame is a masked, active one
+  auto active = (distractors >= 0).all(2);  // (B, T); every drawn frame is a masked, active one
+  // The active frames of each row first (a stable sort), cut to the most that any row has. On the CPU that
+  // count is read (a host read costs nothing there) and the cosine matrix shrinks by the square of the
+  // masked share; on another device all T rows are kept, so that nothing waits on the device.
+  auto order = std::get<1>(torch::sort((~active).to(torch::kUInt8), c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));
+  std::int64_t R = T;
+  if (context.device().is_cpu() && B > 0 && T > 0) R = active.sum(1).max().item<std::int64_t>();
+  auto rows = order.narrow(1, 0, R);  // (B, R): the frame at each compact row
+  auto gather_rows = [&](const torch::Tensor& x) { return x.gather(1, rows.unsqueeze(2).expand({B, R, x.size(2)})); };
   auto zero = torch::zeros({}, context.options());
-  auto c = F::normalize(torch::where(active, context, zero), F::NormalizeFuncOptions().dim(-1).eps(1e-6));
-  auto q = F::normalize(torch::where(active, targets, zero), F::NormalizeFuncOptions().dim(-1).eps(1e-6));
-  auto cosines = torch::bmm(c, q.transpose(1, 2)) / kappa;  // (B, T, T)
-  auto idx = distractors.clamp_min(0);  // -1 reads frame 0; such frames are not counted
-  auto positive = cosines.diagonal(0, 1, 2).unsqueeze(2);  // (B, T, 1)
-  auto negative = cosines.gather(2, idx);                   // (B, T, K)
-  auto logits = torch::cat({positive, negative}, 2);        // (B, T, K + 1)
+  auto keep = active.gather(1, rows).unsqueeze(2);  // (B, R, 1): false at rows past a row's own count
+  // x / max(|x|, eps) as a product with the reciprocal: a division's backward is several times dearer.
+  auto unit = [](const torch::Tensor& x) { return x * x.norm(2, -1, /*keepdim=*/true).clamp_min(1e-6).reciprocal(); };
+  auto c = unit(torch::where(keep, gather_rows(context), zero)) * (1.0 / kappa);  // kappa folded in
+  auto q = unit(torch::where(keep, gather_rows(targets), zero));
+  auto cosines = torch::bmm(c, q.transpose(1, 2));  // (B, R, R): cos / kappa
+  auto drawn = gather_rows(distractors);                    // (B, R, K) frame indices
+  auto has = drawn >= 0;
+  auto idx = drawn.clamp_min(0);  // -1 reads frame 0; such rows are not counted
+  // Each drawn frame's compact row; a drawn frame that is not active itself scores 0, as its zeroed vector would.
+  auto flat_idx = idx.view({B, R * K});
+  auto drawn_active = active.gather(1, flat_idx).view({B, R, K});
+  auto place = (active.to(torch::kLong).cumsum(1) - 1).clamp_min(0).gather(1, flat_idx).view({B, R, K});
+  auto positive = cosines.diagonal(0, 1, 2).unsqueeze(2);  // (B, R, 1)
+  auto negative = torch::where(drawn_active, cosines.gather(2, place.clamp_max(std::max<std::int64_t>(R - 1, 0))),
+                               torch::zeros({}, cosines.options()));  // (B, R, K)
+  auto logits = torch::cat({positive, negative}, 2);                  // (B, R, K + 1)
 
   // A distractor identical to the true vector (the same codes drawn twice) cannot be told apart: compare
-  // (B, T, K, G) integers rather than (B, T, K, Dq) floats.
+  // (B, R, K, G) integers rather than (B, R, K, Dq) floats.
   auto codes = target_codes.to(torch::kLong);
-  auto their_codes = codes.gather(1, idx.view({B, T * K, 1}).expand({B, T * K, G})).view({B, T, K, G});
-  auto same = (their_codes == codes.unsqueeze(2)).all(-1) & has;  // (B, T, K)
+  auto their_codes = codes.gather(1, flat_idx.unsqueeze(2).expand({B, R * K, G})).view({B, R, K, G});
+  auto same = (their_codes == gather_rows(codes).unsqueeze(2)).all(-1) & has;  // (B, R, K)
   // A frame counts when it has distractors and at least one of them differs from its target: with a
   // collapsed codebook every distractor is the target, and "picking" it would be trivially right.
-  auto usable = has.all(2) & (~same).any(2);  // (B, T)
-  logits = logits.masked_fill(torch::cat({torch::zeros({B, T, 1}, same.options()), same}, 2),
+  auto usable = has.all(2) & (~same).any(2);  // (B, R)
+  logits = logits.masked_fill(torch::cat({torch::zeros({B, R, 1}, same.options()), same}, 2),
                               -std::numeric_limits<float>::infinity());
 
   ContrastiveOutput out;
   auto weights = usable.to(logits.scalar_type());
   out.count = weights.sum();
-  auto zero_class = torch::zeros({B * T}, torch::TensorOptions().dtype(torch::kLong).device(logits.device()));
-  auto ce = F::cross_entropy(logits.reshape({B * T, K + 1}), zero_class, F::CrossEntropyFuncOptions().reduction(torch::kNone))
-                .view({B, T});
+  auto zero_class = torch::zeros({B * R}, torch::TensorOptions().dtype(torch::kLong).device(logits.device()));
+  auto ce = F::cross_entropy(logits.reshape({B * R, K + 1}), zero_class, F::CrossEntropyFuncOptions().reduction(torch::kNone))
+                .view({B, R});
   // where, not a product: a frame that does not count passes no gradient, even a NaN one.
   out.loss = torch::where(usable, ce, torch::zeros({}, ce.options())).sum() / out.count.clamp_min(1.0);
   // Right only when the target scores strictly above every distractor: with tied scores (an encoder that

@@ -3,9 +3,9 @@
 // masked frame, pick the true quantized vector among K distractors drawn from other masked frames of
 // the same utterance, by cosine similarity over a temperature kappa.
 //
-// Everything here works in the (B, T) frame layout and on the tensors' own device: nothing is read back
-// to the host, no boolean index packs the masked frames (its size would need a device-to-host copy), so
-// the same code makes no synchronisation per step on CUDA.
+// Everything here works in the (B, T) frame layout and on the tensors' own device: off the CPU nothing is
+// read back to the host and no boolean index packs the masked frames (its size would need a
+// device-to-host copy), so the same code makes no synchronisation per step on CUDA.
 #include <cstdint>
 
 #include <torch/types.h>
@@ -42,10 +42,13 @@ struct ContrastiveOutput {
 /// all >= 0 count (so unmasked frames and padding do not). Logits are cos(c, q) / kappa; a distractor with
 /// the target's own codes is set to -inf (it is not a negative), as in wav2vec 2.0.
 ///
-/// The logits are read from one (B, T, T) cosine matrix per batch by a gather: no (M, K, Dq) tensor of
+/// The logits are read by a gather from one cosine matrix per utterance over its frames with distractors,
+/// moved to the front: (B, R, R), R the most such frames in a row on the CPU, where reading R costs
+/// nothing, and R = T on other devices, where it would wait on the device. No (M, K, Dq) tensor of
 /// distractor vectors is made (at base, M about 2000, K 100, Dq 768, that tensor and its gradient were
 /// 1.2 GB). Throws std::invalid_argument when the shapes disagree. Distractor indices must lie in [0, T)
-/// or be -1; others are an index error of the gather (on CUDA, a device-side assert).
+/// or be -1 (others are an index error of the gather; on CUDA, a device-side assert); a drawn frame
+/// without distractors of its own scores 0, as a zero vector would.
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& target_codes,
                            const torch::Tensor& distractors, double kappa);
 
