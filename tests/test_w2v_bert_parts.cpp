@@ -209,9 +209,21 @@ TEST_CASE("w2v_bert info_nce in the frame layout: the loss, accuracy and gradien
   CHECK(q.grad().index({~keep}).abs().sum().item<double>() == 0.0);
   CHECK(c.grad().abs().sum().item<double>() > 0);
 
-  // Shapes that disagree are refused, naming them.
+  // The whole-T form that other devices run (no count read back) gives the same values and gradients.
+  auto c_t = context.clone().requires_grad_(true), q_t = targets.clone().requires_grad_(true);
+  auto whole = info_nce(c_t, q_t, codes, distractors, kappa, /*compact_on_cpu=*/false);
+  whole.loss.backward();
+  CHECK(whole.loss.item<double>() == Approx(out.loss.item<double>()).epsilon(1e-6));
+  CHECK(whole.accuracy.item<double>() == out.accuracy.item<double>());
+  CHECK(whole.chance.item<double>() == Approx(out.chance.item<double>()).epsilon(1e-6));
+  CHECK(whole.count.item<double>() == out.count.item<double>());
+  CHECK(torch::allclose(c_t.grad(), c.grad(), 1e-5, 1e-7));
+  CHECK(torch::allclose(q_t.grad(), q.grad(), 1e-5, 1e-7));
+
+  // Shapes that disagree are refused, naming them; so is K = 0.
   CHECK_THROWS_WITH(info_nce(context, targets, codes, distractors.narrow(1, 0, 10), kappa), Contains("(B, T, K)"));
   CHECK_THROWS_AS(info_nce(context.view({80, 6}), targets.view({80, 6}), codes, distractors, kappa), std::invalid_argument);
+  CHECK_THROWS_AS(info_nce(context, targets, codes, distractors.narrow(2, 0, 0), kappa), std::invalid_argument);
   // No masked frame at all.
   auto none = sample_distractors(torch::zeros({2, 6}, torch::kBool), 5);
   auto empty = info_nce(torch::randn({2, 6, 3}), torch::randn({2, 6, 3}), torch::zeros({2, 6, 1}, torch::kLong), none, kappa);
@@ -308,6 +320,9 @@ TEST_CASE("w2v_bert info_nce: a row alone and beside a longer one, whatever its 
   CHECK(both.loss.item<double>() ==
         Approx((na * alone_a.loss.item<double>() + nb * alone_b.loss.item<double>()) / (na + nb)).epsilon(1e-5));
   both.loss.backward();
+  // The whole-T form (other devices) reads the NaN rows into its matrix too, zeroed: the same loss.
+  CHECK(info_nce(c.detach(), q.detach(), codes, d, 0.2, /*compact_on_cpu=*/false).loss.item<double>() ==
+        Approx(both.loss.item<double>()).epsilon(1e-6));
   CHECK(torch::isfinite(c.grad()).all().item<bool>());
   CHECK(torch::isfinite(q.grad()).all().item<bool>());
   CHECK(c.grad()[0].narrow(0, 12, 18).abs().sum().item<double>() == 0.0);
@@ -382,6 +397,7 @@ TEST_CASE("w2v_bert sample_distractors: other masked frames of the same row only
 
   CHECK_THROWS_AS(sample_distractors(torch::zeros({5}, torch::kBool), 3), std::invalid_argument);
   CHECK_THROWS_AS(sample_distractors(mask, -1), std::invalid_argument);
+  CHECK_THROWS_AS(sample_distractors(mask, 0), std::invalid_argument);
 }
 
 TEST_CASE("w2v_bert perplexity_and_diversity: G V for uniform use, G for collapse", "[w2v_bert][quantizer]") {

@@ -30,7 +30,8 @@ torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_le
   }
   // Frame t is masked when a span starts in (t - span, t]: a difference of running counts.
   auto count = starts.to(torch::kInt32).cumsum(1);
-  auto before = torch::cat({torch::zeros({B, span}, count.options()), count}, 1).narrow(1, 0, T);
+  // (A span longer than the row is cut to it: the shift is at most T.)
+  auto before = torch::cat({torch::zeros({B, std::min(span, T)}, count.options()), count}, 1).narrow(1, 0, T);
   return (count > before) & (t < n);
 }
 

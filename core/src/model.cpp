@@ -86,7 +86,10 @@ JointOutput ModelParts::shared_from_pair(const EncoderOutput& contrastive, const
   const auto B = sx.size(0), Ts = sx.size(1), Lt = tx.size(1);
   auto s_len = speech.lengths.to(torch::kLong), t_len = embedded_text.lengths.to(torch::kLong);
   auto total = s_len + t_len;
-  const auto T = std::max<std::int64_t>(total.max().item<std::int64_t>(), 1);
+  // The joint length: the longest pair's on the CPU, where reading it is free; elsewhere the bound Ts + Lt,
+  // so that nothing waits on the device (the extra columns are padding, which every statistic leaves out).
+  const auto T = sx.device().is_cpu() ? std::max<std::int64_t>(total.max().item<std::int64_t>(), 1)
+                                      : std::max<std::int64_t>(Ts + Lt, 1);
   // Padding positions scatter into a spare column T, which is cut off afterwards.
   auto s_pos = torch::arange(Ts, s_len.options()).unsqueeze(0).expand({B, Ts});
   auto s_valid = s_pos < s_len.unsqueeze(1);

@@ -492,11 +492,13 @@ StepResult Trainer::step() {
     const auto update_start = clock_type::now();
     const double clip = im.options.clip_norm();
     double norm = torch::nn::utils::clip_grad_norm_(params, clip > 0 ? clip : std::numeric_limits<double>::infinity());
+    const double clip_seconds = since(update_start);
     if (std::isfinite(norm)) {
       im.optimizer->step();
       im.skipped_in_a_row = 0;
       work += since(update_start);
     } else {
+      work += clip_seconds;  // the rest of a skipped step (naming the culprits) is the trainer's own
       // A non-finite gradient would poison Adam's moments: no update, and the objective that caused it is
       // named (the losses are read back only now, so a finite step costs no host round trip).
       ++im.skipped;
@@ -562,8 +564,9 @@ Metrics Trainer::log() {
     m.emplace_back("train/dispatch_ms", 1e3 * std::max(0.0, dispatch) / static_cast<double>(im.timed_steps));
   }
   if (im.last_record_seconds >= 0) m.emplace_back("train/record_ms", 1e3 * im.last_record_seconds);
-  // The most memory any step of the window held in CPU tensors, parameters and optimizer state included.
-  if (tensor_memory_meter_installed())
+  // The most memory any step of the window held in CPU tensors, parameters and optimizer state included;
+  // on another device those are not the step's tensors, so nothing is reported there.
+  if (tensor_memory_meter_installed() && im.device.is_cpu())
     m.emplace_back("train/peak_memory_mb", static_cast<double>(im.peak_tensor_bytes) / (1024.0 * 1024.0));
   m.emplace_back("train/skipped_steps", static_cast<double>(im.skipped));
   m.emplace_back("train/stage", static_cast<double>(std::max<std::int64_t>(im.stage, 0)));

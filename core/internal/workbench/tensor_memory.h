@@ -7,10 +7,10 @@
 namespace workbench {
 
 /// Makes LibTorch allocate CPU tensors through a counting allocator (c10::SetCPUAllocator), process-wide
-/// and for good; a second call does nothing. Tensors allocated before it are not counted, before or after
-/// they are freed. Counted: every CPU tensor's storage (parameters, gradients, optimizer state,
-/// activations). Not counted: scratch memory that oneDNN and the BLAS allocate themselves, and the
-/// allocator's 64-byte header per block. Thread-safe.
+/// and for good; a second call does nothing. Memory allocated before it is not counted, before or after
+/// it is freed (it is freed as LibTorch's default allocator would). Counted: every CPU tensor's storage
+/// (parameters, gradients, optimizer state, activations) and what LibTorch's oneDNN takes through the
+/// allocator. Not counted: memory that the BLAS and oneDNN allocate themselves. Thread-safe.
 void install_tensor_memory_meter();
 bool tensor_memory_meter_installed();
 

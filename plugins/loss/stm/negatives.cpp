@@ -1,79 +1,41 @@
 #include "negatives.h"
 
-#include <algorithm>
-#include <cstdlib>
-#include <cstring>
+#include <limits>
 #include <stdexcept>
-#include <unordered_map>
+
+#include <c10/util/StringUtil.h>
 
 namespace workbench::stm {
 
-std::vector<std::int64_t> choose_partners(const std::vector<std::string>& keys, double negative_rate,
-                                          std::mt19937_64& rng, const std::vector<std::int64_t>& lengths) {
+torch::Tensor choose_partners(const torch::Tensor& tokens, const torch::Tensor& lengths, double negative_rate,
+                              bool nearest_length) {
   if (!(negative_rate >= 0 && negative_rate <= 1))
     throw std::invalid_argument("choose_partners: negative_rate must be in [0, 1]");
-  if (!lengths.empty() && lengths.size() != keys.size())
-    throw std::invalid_argument("choose_partners: one length per key");
-  const auto B = static_cast<std::int64_t>(keys.size());
-  // Group ids, so that the candidate scan compares integers rather than strings.
-  std::unordered_map<std::string, std::int64_t> ids;
-  std::vector<std::int64_t> group(keys.size()), group_size;
-  for (std::int64_t i = 0; i < B; ++i) {
-    auto [it, fresh] = ids.emplace(keys[i], static_cast<std::int64_t>(group_size.size()));
-    if (fresh) group_size.push_back(0);
-    group[i] = it->second;
-    ++group_size[it->second];
+  if (tokens.dim() != 2 || lengths.dim() != 1 || lengths.size(0) != tokens.size(0))
+    throw std::invalid_argument(c10::str("choose_partners: tokens must be (B, L) and lengths (B); got ", tokens.sizes(),
+                                         " and ", lengths.sizes()));
+  const auto B = tokens.size(0), L = tokens.size(1);
+  const auto device = tokens.device();
+  if (B == 0) return torch::empty({0}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  auto len = lengths.to(device, torch::kLong).clamp(0, L);
+  auto rows = torch::arange(B, len.options());
+  // Rows with the same valid ids: padding is set to -1 on both sides, and the lengths must agree.
+  auto valid = torch::arange(L, len.options()).unsqueeze(0) < len.unsqueeze(1);  // (B, L)
+  auto ids = torch::where(valid, tokens.to(torch::kLong), torch::full({}, -1, len.options()));
+  auto same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(2) & (len.unsqueeze(1) == len.unsqueeze(0));  // (B, B)
+  auto candidate = ~same;
+  if (nearest_length) {
+    const float inf = std::numeric_limits<float>::infinity();
+    auto distance = (len.unsqueeze(1) - len.unsqueeze(0)).abs().to(torch::kFloat32).masked_fill(same, inf);
+    auto nearest = std::get<0>(distance.min(1, /*keepdim=*/true));
+    candidate = candidate & (distance == nearest);
   }
-  std::vector<std::int64_t> partner(keys.size());
-  std::bernoulli_distribution negative(negative_rate);
-  for (std::int64_t i = 0; i < B; ++i) {
-    partner[i] = i;
-    if (!negative(rng)) continue;
-    const std::int64_t candidates = B - group_size[group[i]];
-    if (candidates == 0) continue;
-    if (!lengths.empty()) {
-      // The nearest length among the other texts, then uniformly among the rows at that distance.
-      std::int64_t best = -1;
-      std::vector<std::int64_t> nearest;
-      for (std::int64_t j = 0; j < B; ++j) {
-        if (group[j] == group[i]) continue;
-        const std::int64_t d = std::abs(lengths[j] - lengths[i]);
-        if (best < 0 || d < best) {
-          best = d;
-          nearest.clear();
-        }
-        if (d == best) nearest.push_back(j);
-      }
-      partner[i] = nearest[std::uniform_int_distribution<std::size_t>(0, nearest.size() - 1)(rng)];
-      continue;
-    }
-    std::int64_t k = std::uniform_int_distribution<std::int64_t>(0, candidates - 1)(rng);
-    for (std::int64_t j = 0; j < B; ++j)
-      if (group[j] != group[i] && k-- == 0) {
-        partner[i] = j;
-        break;
-      }
-  }
-  return partner;
-}
-
-std::vector<std::string> token_row_keys(const torch::Tensor& tokens, const torch::Tensor& lengths) {
-  auto tok = tokens.to(torch::kCPU, torch::kLong).contiguous();
-  auto len = lengths.to(torch::kCPU, torch::kLong).contiguous();
-  if (tok.dim() != 2 || len.dim() != 1 || len.size(0) != tok.size(0))
-    throw std::invalid_argument("token_row_keys: tokens must be (B, L) and lengths (B)");
-  const auto B = tok.size(0), L = tok.size(1);
-  const auto* t = tok.data_ptr<std::int64_t>();
-  const auto* n = len.data_ptr<std::int64_t>();
-  std::vector<std::string> keys;
-  keys.reserve(static_cast<std::size_t>(B));
-  for (std::int64_t b = 0; b < B; ++b) {
-    const auto count = std::clamp<std::int64_t>(n[b], 0, L);
-    std::string key(static_cast<std::size_t>(count) * sizeof(std::int64_t), '\0');
-    if (count > 0) std::memcpy(key.data(), t + b * L, key.size());
-    keys.push_back(std::move(key));
-  }
-  return keys;
+  // Uniformly among the candidates: the one with the highest of independent uniform keys.
+  auto keys = torch::rand({B, B}, floats).masked_fill(~candidate, -1.0);
+  auto drawn = std::get<1>(keys.max(1));
+  auto negative = (torch::rand({B}, floats) < negative_rate) & candidate.any(1);
+  return torch::where(negative, drawn, rows);
 }
 
 }  // namespace workbench::stm

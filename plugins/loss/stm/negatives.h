@@ -1,11 +1,6 @@
 #pragma once
 // STM's choice of mismatched pairs, kept apart from the plugin so that tests can check it directly.
-// Compiled into the stm plugin (and into test_stm).
-#include <cstdint>
-#include <random>
-#include <string>
-#include <vector>
-
+// Compiled into the stm plugin (and into test_stm_negatives).
 #include <torch/types.h>
 
 // Hidden, so that no other library ever binds to this copy.
@@ -13,25 +8,24 @@
 namespace workbench::stm {
 
 /// The transcript each row of a batch is paired with: partner[i] == i keeps row i's own transcript (a
-/// matched pair, label 1); otherwise partner[i] is a row whose key differs from row i's (label 0).
+/// matched pair, label 1); otherwise partner[i] is a row whose text differs from row i's (label 0).
 ///
 /// Each row becomes a negative with probability `negative_rate`, and then takes a partner uniformly among
-/// the rows with a different key. Comparing keys rather than indices matters: corpora of read prompts
-/// have many rows with the same text, and such a "negative" would be a matched pair labelled 0. A row
-/// for which every key is equal to its own stays matched, so the realised rate can fall below
-/// `negative_rate` in batches with repeated texts. Draws from `rng`. Throws std::invalid_argument for a
-/// rate outside [0, 1], or for `lengths` of another size than `keys`.
+/// the rows with another text. Two rows have the same text when their valid token ids are equal (the model
+/// sees the tokens: texts that differ only past the embedding's length limit are the same input). This
+/// matters: corpora of read prompts have many rows with the same text, and such a "negative" would be a
+/// matched pair labelled 0. A row whose every other row has its text stays matched, so the realised rate
+/// can fall below `negative_rate` in batches with repeated texts.
 ///
-/// With `lengths` (the text length of each row), a negative's partner is drawn among the rows with a
-/// different key whose length is nearest its own: otherwise the ratio of speech frames to text tokens
-/// alone tells a swapped transcript from the real one, and the head can learn that instead of the content.
-std::vector<std::int64_t> choose_partners(const std::vector<std::string>& keys, double negative_rate,
-                                          std::mt19937_64& rng, const std::vector<std::int64_t>& lengths = {});
-
-/// Keys for choose_partners: the valid ids of each row of `tokens` (B, L) int64 with `lengths` (B) int64,
-/// as bytes. Keys of token rows, not of the raw texts, because the model sees the tokens: two texts that
-/// differ only past the text embedding's length limit are the same input.
-std::vector<std::string> token_row_keys(const torch::Tensor& tokens, const torch::Tensor& lengths);
+/// With `nearest_length`, a negative's partner is drawn among the rows with another text whose length is
+/// nearest its own: otherwise the ratio of speech frames to text tokens alone tells a swapped transcript
+/// from the real one, and the head can learn that instead of the content.
+///
+/// `tokens` (B, L) int64 and `lengths` (B) int64, on one device; returns (B) int64 there, built by tensor
+/// operations (no host read; (B, B) comparisons) from torch's generator of that device, which checkpoints
+/// keep. Throws std::invalid_argument for a rate outside [0, 1] or shapes that do not match.
+torch::Tensor choose_partners(const torch::Tensor& tokens, const torch::Tensor& lengths, double negative_rate,
+                              bool nearest_length = true);
 
 }  // namespace workbench::stm
 #pragma GCC visibility pop

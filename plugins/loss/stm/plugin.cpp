@@ -7,15 +7,12 @@
 // SLAM publishes neither the head nor the negative sampling (reference section 3: "?"): the pooled mean
 // replaces ALBEF's [CLS] output (the joint sequence has no [CLS]), and negatives are drawn uniformly
 // among the batch's other texts rather than ALBEF's similarity-weighted hard negatives.
-#include <random>
-#include <vector>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
-#include "workbench/random_state.h"
 #include "workbench/plugin.h"
 
 #include "negatives.h"
@@ -33,7 +30,7 @@ TORCH_MODULE(Head);
 
 class StmLoss final : public Loss {
  public:
-  StmLoss(const Options& o, const BuildContext& ctx) : negative_rate_(o.get_float("negative_rate")), rng_(ctx.seed) {
+  StmLoss(const Options& o, const BuildContext& ctx) : negative_rate_(o.get_float("negative_rate")) {
     if (ctx.model_dim <= 0) throw std::invalid_argument("stm needs the shared encoder's output dimension");
     // The schema's bounds apply to experiment files; tests and tools can build Options directly.
     if (!(negative_rate_ >= 0 && negative_rate_ <= 1)) o.fail("negative_rate", "must be in [0, 1]");
@@ -44,9 +41,7 @@ class StmLoss final : public Loss {
   std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
   torch::nn::Module* module() override { return head_.get(); }
 
-  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
-  std::string random_state() const override { return engine_state(rng_); }
-  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
+  // Resume: the negatives come from torch's generator, which the trainer's checkpoints keep.
 
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& speech = model.require_speech_encoder("stm");
@@ -55,13 +50,10 @@ class StmLoss final : public Loss {
 
     auto contrastive = speech.forward(batch.features, batch.feature_lengths);
     auto [tokens, token_lengths] = text.tokenize(batch);
-    // Negatives of the nearest text length: the speech-to-text length ratio must not give them away.
-    auto cpu_lengths = token_lengths.to(torch::kCPU).contiguous();
-    const std::vector<std::int64_t> lengths(cpu_lengths.data_ptr<std::int64_t>(),
-                                            cpu_lengths.data_ptr<std::int64_t>() + cpu_lengths.numel());
-    const auto partners = choose_partners(token_row_keys(tokens, token_lengths), negative_rate_, rng_, lengths);
-    auto partner = torch::tensor(partners, torch::kLong).to(tokens.device());
-    auto rows = torch::arange(static_cast<std::int64_t>(partners.size()), partner.options());
+    // Negatives of the nearest text length: the speech-to-text length ratio must not give them away. Drawn
+    // on the device: nothing is read back to the host.
+    auto partner = choose_partners(tokens, token_lengths, negative_rate_);
+    auto rows = torch::arange(partner.size(0), partner.options());
     auto swapped = text.embed(tokens.index_select(0, partner), token_lengths.index_select(0, partner));
 
     auto joint = model.shared_from_pair(contrastive, swapped);
@@ -81,12 +73,11 @@ class StmLoss final : public Loss {
 
  private:
   double negative_rate_;
-  std::mt19937_64 rng_;
   Head head_{nullptr};
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.2.0",  // 1.1: negatives of the nearest length; 1.2: random state kept for resume
+  return describe_plugin<StmLoss>(PluginKind::Loss, "stm", "1.3.0",  // 1.1: negatives of the nearest length; 1.2: random state kept for resume; 1.3: negatives drawn on the device
       "speech-text matching on paired data: matched vs swapped transcripts, a binary classifier on "
                   "the pooled speech ++ text context vectors",
       OptionSchema()

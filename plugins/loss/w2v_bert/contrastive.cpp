@@ -23,7 +23,7 @@ torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid) {
 
 torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K) {
   if (mask.dim() != 2) throw std::invalid_argument(fmt::format("sample_distractors: the mask must be (B, T), not {}-D", mask.dim()));
-  if (K < 0) throw std::invalid_argument("sample_distractors: K must not be negative");
+  if (K < 1) throw std::invalid_argument("sample_distractors: K must be at least 1");
   const auto B = mask.size(0), T = mask.size(1);
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(mask.device());
   auto m = mask.to(torch::kBool);
@@ -42,7 +42,7 @@ torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K) {
 }
 
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& target_codes,
-                           const torch::Tensor& distractors, double kappa) {
+                           const torch::Tensor& distractors, double kappa, bool compact_on_cpu) {
   namespace F = torch::nn::functional;
   if (context.dim() != 3 || targets.sizes() != context.sizes() || distractors.dim() != 3 || target_codes.dim() != 3 ||
       distractors.size(0) != context.size(0) || distractors.size(1) != context.size(1) ||
@@ -52,6 +52,7 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
         context.sizes(), ", targets ", targets.sizes(), ", target_codes ", target_codes.sizes(), ", distractors ",
         distractors.sizes()));
   const auto B = context.size(0), T = context.size(1), K = distractors.size(2), G = target_codes.size(2);
+  if (K < 1) throw std::invalid_argument("info_nce: at least one distractor per frame (K >= 1)");
   // Frames that neither count nor are drawn (unmasked frames, padding) are zeroed before the matrix
   // product, so that whatever they hold, even NaN, reaches no counted frame's value or gradient.
   auto active = (distractors >= 0).all(2);  // (B, T); every drawn frame is a masked, active one
@@ -60,7 +61,7 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
   // masked share; on another device all T rows are kept, so that nothing waits on the device.
   auto order = std::get<1>(torch::sort((~active).to(torch::kUInt8), c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));
   std::int64_t R = T;
-  if (context.device().is_cpu() && B > 0 && T > 0) R = active.sum(1).max().item<std::int64_t>();
+  if (compact_on_cpu && context.device().is_cpu() && B > 0 && T > 0) R = active.sum(1).max().item<std::int64_t>();
   auto rows = order.narrow(1, 0, R);  // (B, R): the frame at each compact row
   auto gather_rows = [&](const torch::Tensor& x) { return x.gather(1, rows.unsqueeze(2).expand({B, R, x.size(2)})); };
   auto zero = torch::zeros({}, context.options());

@@ -22,7 +22,7 @@ torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid);
 /// at every frame of a row with fewer than two masked frames (nothing to draw from). Returns (B, T, K)
 /// int64 on mask's device, drawn from torch's default generator there (the trainer checkpoints it, so a
 /// resumed run draws what the uninterrupted one would). Throws std::invalid_argument for a mask that is
-/// not 2-D or K < 0.
+/// not 2-D or K < 1.
 torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K);
 
 struct ContrastiveOutput {
@@ -31,8 +31,9 @@ struct ContrastiveOutput {
   torch::Tensor loss;
   torch::Tensor accuracy;  ///< scalar: share of those frames whose true vector scores highest
   torch::Tensor count;     ///< scalar: frames counted
-  /// scalar: the accuracy of a uniform guess among each frame's target and its distinct distractors; the
-  /// baseline contrastive accuracy must beat (1 / (K + 1) only when every distractor is distinct)
+  /// scalar: the accuracy of a uniform guess among each frame's target and its K draws that differ from
+  /// it (a frame drawn twice counts twice); the baseline contrastive accuracy must beat (1 / (K + 1)
+  /// when no draw has the target's codes)
   torch::Tensor chance;
 };
 
@@ -48,8 +49,9 @@ struct ContrastiveOutput {
 /// distractor vectors is made (at base, M about 2000, K 100, Dq 768, that tensor and its gradient were
 /// 1.2 GB). Throws std::invalid_argument when the shapes disagree. Distractor indices must lie in [0, T)
 /// or be -1 (others are an index error of the gather; on CUDA, a device-side assert); a drawn frame
-/// without distractors of its own scores 0, as a zero vector would.
+/// without distractors of its own scores 0, as a zero vector would. `compact_on_cpu` = false keeps R = T on
+/// the CPU too (tests check that both give the same values). Throws std::invalid_argument for K < 1.
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& target_codes,
-                           const torch::Tensor& distractors, double kappa);
+                           const torch::Tensor& distractors, double kappa, bool compact_on_cpu = true);
 
 }  // namespace workbench::w2v_bert
