@@ -202,6 +202,8 @@ TEST_CASE("span_mask_frames: the same seed of torch's generator gives the same m
   torch::manual_seed(43);
   CHECK_FALSE(ma.equal(span_mask_frames(len, 300, 0.065, 10)));
   CHECK_THROWS_AS(span_mask_frames(len, 300, 0.065, 10, -1), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len.view({1, 2}), 300, 0.065, 10), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_frames(len, -1, 0.065, 10), std::invalid_argument);
 }
 
 TEST_CASE("span_mask_frames: the guarantee's extra starts are distinct frames of the row, alone or beside a longer one",
@@ -221,6 +223,22 @@ TEST_CASE("span_mask_frames: the guarantee's extra starts are distinct frames of
     CHECK(beside[1].sum().item<std::int64_t>() >= 11);
   }
 }
+TEST_CASE("valid_frame_std: the scale of the random mask vectors is taken over valid frames only", "[masking][padding]") {
+  torch::manual_seed(8);
+  auto row = torch::randn({1, 20, 6}) * 2.5 + 0.3;
+  const auto alone = valid_frame_std(row, torch::ones({1, 20}, torch::kBool)).item<double>();
+  // The same row beside a longer one, padded with zeros: the zeros must not shrink the scale, and the
+  // other row's frames count as they are.
+  auto padded = torch::cat({row, torch::zeros({1, 60, 6})}, 1);
+  auto valid = torch::zeros({1, 80}, torch::kBool);
+  valid.narrow(1, 0, 20).fill_(true);
+  CHECK(valid_frame_std(padded, valid).item<double>() == Approx(alone).epsilon(1e-6));
+  CHECK(padded.std().item<double>() < 0.7 * alone);  // what the old, unmasked scale gave
+  CHECK(valid_frame_std(padded, torch::zeros({1, 80}, torch::kBool)).item<double>() == 1.0);
+  CHECK_THROWS_AS(valid_frame_std(padded, valid.narrow(1, 0, 40)), std::invalid_argument);
+  CHECK_THROWS_AS(valid_frame_std(padded[0], valid), std::invalid_argument);
+}
+
 TEST_CASE("start_prob_for_coverage inverts 1 - (1 - p)^span: 75% of speech for TLM", "[masking][speech]") {
   const double p = start_prob_for_coverage(0.75, 10);
   CHECK(p == Approx(1 - std::pow(0.25, 0.1)).epsilon(1e-12));

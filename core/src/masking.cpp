@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 #include <vector>
+
+#include <torch/utils.h>
 
 namespace workbench {
 
@@ -12,6 +15,9 @@ torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_le
   if (!(start_prob >= 0 && start_prob <= 1)) throw std::invalid_argument("span_mask_frames: start_prob must be in [0, 1]");
   if (span < 1) throw std::invalid_argument("span_mask_frames: span must be at least 1");
   if (min_spans < 0) throw std::invalid_argument("span_mask_frames: min_spans must not be negative");
+  if (lengths.dim() != 1)
+    throw std::invalid_argument("span_mask_frames: lengths must be (B), not " + std::to_string(lengths.dim()) + "-D");
+  if (max_length < 0) throw std::invalid_argument("span_mask_frames: max_length must not be negative");
   const auto B = lengths.size(0), T = max_length;
   const auto device = lengths.device();
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(device);
@@ -33,6 +39,17 @@ torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_le
   // (A span longer than the row is cut to it: the shift is at most T.)
   auto before = torch::cat({torch::zeros({B, std::min(span, T)}, count.options()), count}, 1).narrow(1, 0, T);
   return (count > before) & (t < n);
+}
+
+torch::Tensor valid_frame_std(const torch::Tensor& x, const torch::Tensor& valid) {
+  if (x.dim() != 3 || valid.dim() != 2 || valid.size(0) != x.size(0) || valid.size(1) != x.size(1))
+    throw std::invalid_argument("valid_frame_std: x must be (B, T, D) and valid its (B, T)");
+  torch::NoGradGuard no_grad;
+  auto w = valid.unsqueeze(-1).to(x.scalar_type());  // (B, T, 1)
+  auto n = w.sum() * static_cast<double>(x.size(-1));
+  auto mean = (x.detach() * w).sum() / n.clamp_min(1);
+  auto var = ((x.detach() - mean).square() * w).sum() / (n - 1).clamp_min(1);
+  return torch::where(n >= 2, var.sqrt(), torch::ones({}, x.options()));
 }
 
 double start_prob_for_coverage(double coverage, std::int64_t span) {

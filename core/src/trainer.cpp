@@ -434,7 +434,7 @@ StepResult Trainer::step() {
       TrainBatcher& batcher = *im.train.at(obj->data);
       const auto wait_start = clock_type::now();
       Batch batch = batcher.next();
-      data_wait += std::chrono::duration<double>(clock_type::now() - wait_start).count();
+      data_wait += since(wait_start);
       share = batcher.share();
       if (batch.size() == 0) continue;  // this rank's shard of a global batch too small to reach it
       Batch on_device = batch.to(im.device);
@@ -467,11 +467,6 @@ StepResult Trainer::step() {
   const bool backward = loss_sum.defined() && loss_sum.requires_grad();
   if (backward) {
     const auto backward_start = clock_type::now();
-    struct AddOnExit {
-      double& to;
-      clock_type::time_point start;
-      ~AddOnExit() { to += std::chrono::duration<double>(clock_type::now() - start).count(); }
-    } timed{work, backward_start};
     try {
       loss_sum.backward();
     } catch (const c10::Error& e) {
@@ -480,6 +475,7 @@ StepResult Trainer::step() {
       throw Error(fmt::format("backward of step {} (objectives {}) failed: {}", s, fmt::join(names, ", "),
                               e.what_without_backtrace()));
     }
+    work += since(backward_start);
   }
   if (im.hooks.after_backward) {  // data parallelism's gradient all-reduce: work, not dispatch
     const auto hook_start = clock_type::now();
@@ -531,7 +527,7 @@ StepResult Trainer::step() {
   if (logged_sum.defined()) im.accumulate("train/loss", logged_sum);
   ++im.window_steps;
   if (tensor_memory_meter_installed()) im.peak_tensor_bytes = std::max(im.peak_tensor_bytes, peak_tensor_bytes());
-  im.step_seconds_sum += std::chrono::duration<double>(clock_type::now() - step_start).count();
+  im.step_seconds_sum += since(step_start);
   im.data_wait_seconds_sum += data_wait;
   im.work_seconds_sum += work;
   ++im.timed_steps;

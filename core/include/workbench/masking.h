@@ -19,9 +19,17 @@ namespace workbench {
 /// `lengths` (B) int64 valid frames per row; `max_length` T. Returns (B, T) bool on lengths' device, true
 /// at masked frames, never at padding. Built there by tensor operations, with nothing read back to the
 /// host, from torch's default generator of that device (which the trainer checkpoints for resume).
-/// Throws std::invalid_argument for p outside [0, 1], span < 1 or min_spans < 0.
+/// Throws std::invalid_argument for lengths that are not 1-D, max_length < 0, p outside [0, 1], span < 1
+/// or min_spans < 0.
 torch::Tensor span_mask_frames(const torch::Tensor& lengths, std::int64_t max_length, double start_prob,
                                std::int64_t span, std::int64_t min_spans = 1);
+
+/// The scale of the random vectors that replace masked frames (w2v-BERT section 3.2; TLM): the standard
+/// deviation of the values of `x` (B, T, D) over its valid frames only (`valid` (B, T) bool), so that
+/// padding does not shrink it. Unbiased over the N = valid frames x D values, detached; 1 when N < 2.
+/// Returns a () tensor on x's device, from weighted sums (nothing read back to the host). Throws
+/// std::invalid_argument when x is not 3-D or valid is not its (B, T).
+torch::Tensor valid_frame_std(const torch::Tensor& x, const torch::Tensor& valid);
 
 /// The start probability p that gives coverage c with spans of `span`: 1 - (1 - c)^(1/span). TLM uses it
 /// to mask "about 75% of speech" with the same span length.

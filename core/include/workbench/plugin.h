@@ -41,7 +41,7 @@ namespace workbench {
 ///   6: Loss::random_state and restore_random_state (resumable runs), and random_state.h; read_audio and
 ///      load_audio take a length limit (kMaxAudioSeconds) and refuse truncated files; invalid_utf8_at.
 ///   7: span_mask_frames draws on the lengths' device from torch's generator, without a std::mt19937_64
-///      argument (masking.h): no host round trip per step.
+///      argument, and valid_frame_std (masking.h): no host round trip per step.
 constexpr std::uint32_t kPluginApiVersion = 7;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;

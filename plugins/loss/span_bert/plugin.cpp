@@ -71,8 +71,8 @@ class SpanBertLoss final : public Loss {
     out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n);
     // The accuracy of always guessing the most frequent target: what "learning" must beat.
     // Counted on the device by scatter_add: bincount on CUDA reads the largest id back to size its output.
-    auto counts = torch::zeros({head_->project->weight.size(0)}, torch::TensorOptions().dtype(torch::kFloat32).device(targets.device()))
-                      .scatter_add_(0, targets, torch::ones({targets.size(0)}, torch::TensorOptions().dtype(torch::kFloat32).device(targets.device())));
+    const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(targets.device());
+    auto counts = torch::zeros({head_->project->weight.size(0)}, floats).scatter_add_(0, targets, torch::ones({targets.size(0)}, floats));
     out.metrics.emplace_back("majority_accuracy", counts.max() / n);
     auto valid = ~padding_mask(lengths, tokens.size(1));
     out.metrics.emplace_back("mask_rate", selected.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32));

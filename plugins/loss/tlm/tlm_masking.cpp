@@ -14,16 +14,10 @@ FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::
   if (span < 1) throw std::invalid_argument("mask_frames_with_noise: span must be at least 1");
   const auto T = features.size(1);
   FrameMasking out;
-  out.mask = span_mask_frames(lengths.to(features.device()), T, start_prob_for_coverage(coverage, span), span);
-
-  // Moments from sums over the valid frames rather than boolean indexing, so that no GPU sync is needed.
-  auto f = features.detach();
-  auto valid = (~padding_mask(lengths.to(features.device()), T)).unsqueeze(-1).to(f.dtype());  // (B, T, 1)
-  auto n = (valid.sum() * static_cast<double>(f.size(2))).clamp_min(2.0);
-  auto mean = (f * valid).sum() / n;
-  auto var = ((f - mean).pow(2) * valid).sum() / (n - 1.0);
-  auto noise = torch::randn_like(f) * var.sqrt();
-  out.inputs = torch::where(out.mask.to(features.device()).unsqueeze(-1), noise, features);
+  const auto on_device = lengths.to(features.device());
+  out.mask = span_mask_frames(on_device, T, start_prob_for_coverage(coverage, span), span);
+  auto noise = torch::randn_like(features.detach()) * valid_frame_std(features, ~padding_mask(on_device, T));
+  out.inputs = torch::where(out.mask.unsqueeze(-1), noise, features);
   return out;
 }
 

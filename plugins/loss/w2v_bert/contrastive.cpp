@@ -5,32 +5,31 @@
 #include <string>
 
 #include <c10/util/StringUtil.h>
-#include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/normalization.h>
 #include <torch/utils.h>
 
 namespace workbench::w2v_bert {
+namespace {
 
-torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid) {
-  torch::NoGradGuard no_grad;
-  auto w = valid.unsqueeze(-1).to(x.scalar_type());  // (B, T, 1)
-  auto n = w.sum() * static_cast<double>(x.size(-1));
-  auto mean = (x.detach() * w).sum() / n.clamp_min(1);
-  auto var = ((x.detach() - mean).square() * w).sum() / (n - 1).clamp_min(1);
-  return torch::where(n >= 2, var.sqrt(), torch::ones({}, x.options()));
+// The frames of each row where `chosen` (B, T) bool is true, first and in time order (a stable sort), then
+// the others: (B, T) frame indices.
+torch::Tensor chosen_first(const torch::Tensor& chosen) {
+  return std::get<1>(torch::sort((~chosen).to(torch::kUInt8), c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));
 }
 
+}  // namespace
+
 torch::Tensor sample_distractors(const torch::Tensor& mask, std::int64_t K) {
-  if (mask.dim() != 2) throw std::invalid_argument(fmt::format("sample_distractors: the mask must be (B, T), not {}-D", mask.dim()));
+  if (mask.dim() != 2) throw std::invalid_argument(c10::str("sample_distractors: the mask must be (B, T), not ", mask.dim(), "-D"));
   if (K < 1) throw std::invalid_argument("sample_distractors: K must be at least 1");
   const auto B = mask.size(0), T = mask.size(1);
   const auto longs = torch::TensorOptions().dtype(torch::kLong).device(mask.device());
   auto m = mask.to(torch::kBool);
   auto n = m.sum(1, /*keepdim=*/true);  // (B, 1) masked frames per row
   // The masked frames of each row first, in time order: their positions are what we draw from.
-  auto order = std::get<1>(torch::sort((~m).to(torch::kUInt8), c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));  // (B, T)
-  auto place = m.to(torch::kLong).cumsum(1) - 1;                                               // (B, T)
+  auto order = chosen_first(m);                   // (B, T)
+  auto place = m.to(torch::kLong).cumsum(1) - 1;  // (B, T)
   // j uniform on [0, n - 2], then shifted past the frame's own place: uniform over the other n - 1.
   auto others = (n - 1).clamp_min(1).unsqueeze(2);  // (B, 1, 1)
   auto j = (torch::rand({B, T, K}, torch::TensorOptions().device(mask.device())) * others).floor().to(torch::kLong);
@@ -53,13 +52,14 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
         distractors.sizes()));
   const auto B = context.size(0), T = context.size(1), K = distractors.size(2), G = target_codes.size(2);
   if (K < 1) throw std::invalid_argument("info_nce: at least one distractor per frame (K >= 1)");
+  if (!(kappa > 0)) throw std::invalid_argument("info_nce: the temperature kappa must be positive");
   // Frames that neither count nor are drawn (unmasked frames, padding) are zeroed before the matrix
   // product, so that whatever they hold, even NaN, reaches no counted frame's value or gradient.
   auto active = (distractors >= 0).all(2);  // (B, T); every drawn frame is a masked, active one
   // The active frames of each row first (a stable sort), cut to the most that any row has. On the CPU that
   // count is read (a host read costs nothing there) and the cosine matrix shrinks by the square of the
   // masked share; on another device all T rows are kept, so that nothing waits on the device.
-  auto order = std::get<1>(torch::sort((~active).to(torch::kUInt8), c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));
+  auto order = chosen_first(active);
   std::int64_t R = T;
   if (compact_on_cpu && context.device().is_cpu() && B > 0 && T > 0) R = active.sum(1).max().item<std::int64_t>();
   auto rows = order.narrow(1, 0, R);  // (B, R): the frame at each compact row
@@ -108,7 +108,7 @@ ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& ta
   auto best_other = detached.narrow(2, 1, K).amax(2);
   auto correct = (detached.select(2, 0) > best_other).to(logits.scalar_type()) * weights;
   out.accuracy = correct.sum() / out.count.clamp_min(1.0);
-  // What guessing uniformly among the target and its distinct distractors would score.
+  // What guessing uniformly among the target and its draws that differ from it would score.
   auto distinct = 1.0 + (~same).sum(2).to(logits.scalar_type());
   out.chance = ((1.0 / distinct) * weights).sum() / out.count.clamp_min(1.0);
   return out;

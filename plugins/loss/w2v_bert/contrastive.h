@@ -12,11 +12,6 @@
 
 namespace workbench::w2v_bert {
 
-/// The standard deviation of `x` (B, T, D) over its valid frames (`valid` (B, T) bool) only, detached: the
-/// scale of the random vectors that replace masked frames, which padding must not shrink. Unbiased (N - 1),
-/// as torch's std. 1 when fewer than two values are valid. A () tensor on x's device.
-torch::Tensor valid_std(const torch::Tensor& x, const torch::Tensor& valid);
-
 /// Distractors for every frame of `mask` (B, T) bool: at a masked frame, K frame indices into [0, T) of
 /// other masked frames of the same row, uniformly with replacement; -1 at frames that are not masked and
 /// at every frame of a row with fewer than two masked frames (nothing to draw from). Returns (B, T, K)
@@ -50,7 +45,8 @@ struct ContrastiveOutput {
 /// 1.2 GB). Throws std::invalid_argument when the shapes disagree. Distractor indices must lie in [0, T)
 /// or be -1 (others are an index error of the gather; on CUDA, a device-side assert); a drawn frame
 /// without distractors of its own scores 0, as a zero vector would. `compact_on_cpu` = false keeps R = T on
-/// the CPU too (tests check that both give the same values). Throws std::invalid_argument for K < 1.
+/// the CPU too (tests check that both give the same values). Throws std::invalid_argument for K < 1 or
+/// kappa <= 0.
 ContrastiveOutput info_nce(const torch::Tensor& context, const torch::Tensor& targets, const torch::Tensor& target_codes,
                            const torch::Tensor& distractors, double kappa, bool compact_on_cpu = true);
 

@@ -98,7 +98,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     if (learned_mask_) {
       replacement = heads_->mask_embedding.to(x.dtype()).expand_as(x);
     } else {
-      replacement = torch::randn_like(x) * valid_std(x, valid);
+      replacement = torch::randn_like(x) * valid_frame_std(x, valid);
     }
     auto masked_x = torch::where(mask.unsqueeze(-1), replacement, x);
     auto contrastive = speech.encode({masked_x, embedded.lengths});
