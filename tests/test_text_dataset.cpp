@@ -374,3 +374,59 @@ TEST_CASE("no dev or test transcript reaches training, under any prompt id", "[t
   }
   CHECK(other_line);  // the rest of the file is still there
 }
+
+TEST_CASE("asterisk dataset: prompt_fraction keeps the same nested subset of training prompts in every language",
+          "[text_dataset][asterisk]") {
+  for (const char* lang : {"es", "fr"})
+    if (!fs::is_directory(std::string("/usr/share/asterisk/sounds/") + lang)) {
+      WARN("asterisk-core-sounds-" << lang << " not installed; skipped");
+      return;
+    }
+  auto ids = [&](const std::string& split, double fraction, const std::string& lang) {
+    auto a = defaults("asterisk", "data.asterisk");
+    a.set("split", split, "test");
+    a.set("languages", std::vector<std::string>{lang}, "test");
+    a.set("prompt_fraction", fraction, "test");
+    BuildContext ctx;
+    ctx.sample_rate = 8000;
+    ctx.load_audio = false;  // the prompts are chosen from the transcripts alone
+    std::set<std::string> out;
+    for (const auto& u : registry().create_as<Dataset>(PluginKind::Dataset, "asterisk", a, ctx)->load(ctx))
+      out.insert(u.id.substr(u.id.find('/') + 1));  // "es/vm-intro" -> "vm-intro"
+    return out;
+  };
+  const auto all_es = ids("train", 1.0, "es");
+  const auto quarter_es = ids("train", 0.25, "es");
+  const auto tenth_es = ids("train", 0.1, "es");
+  const auto quarter_fr = ids("train", 0.25, "fr");
+  REQUIRE(all_es.size() > 300);
+  // About the fraction asked for, of the ids a hash spreads evenly.
+  CHECK(quarter_es.size() > 0.18 * all_es.size());
+  CHECK(quarter_es.size() < 0.32 * all_es.size());
+  CHECK(tenth_es.size() > 0.05 * all_es.size());
+  CHECK(tenth_es.size() < 0.15 * all_es.size());
+  // Nested: every prompt of a smaller subset is in the larger one, and all are training prompts.
+  CHECK(std::includes(all_es.begin(), all_es.end(), quarter_es.begin(), quarter_es.end()));
+  CHECK(std::includes(quarter_es.begin(), quarter_es.end(), tenth_es.begin(), tenth_es.end()));
+  // The id decides, not the language: a French prompt id in the quarter is in the Spanish quarter
+  // whenever Spanish has that prompt in training at all.
+  std::size_t shared = 0;
+  for (const auto& id : quarter_fr)
+    if (all_es.count(id)) {
+      CHECK(quarter_es.count(id) == 1);
+      ++shared;
+    }
+  CHECK(shared > 50);
+  CHECK(ids("train", 0.25, "es") == quarter_es);  // deterministic
+  // Dev and test are never subset: every run is scored on the same sentences.
+  auto a = defaults("asterisk", "data.asterisk");
+  a.set("split", std::string("dev"), "test");
+  a.set("prompt_fraction", 0.5, "test");
+  BuildContext ctx;
+  CHECK_THROWS_MATCHES(registry().create_as<Dataset>(PluginKind::Dataset, "asterisk", a, ctx), std::exception,
+                       MessageContains("subsets the training prompts only"));
+  a.set("split", std::string("train"), "test");
+  a.set("prompt_fraction", 0.0, "test");
+  CHECK_THROWS_MATCHES(registry().create_as<Dataset>(PluginKind::Dataset, "asterisk", a, ctx), std::exception,
+                       MessageContains("must be above 0"));
+}

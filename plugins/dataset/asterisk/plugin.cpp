@@ -35,8 +35,13 @@ class AsteriskDataset final : public Dataset {
         doc_dir_(o.get_string("transcripts_dir")),
         strip_punctuation_(o.get_bool("strip_punctuation")),
         max_per_language_(o.get_int("max_per_language")),
+        prompt_fraction_(o.get_float("prompt_fraction")),
         translate_to_(o.get_string("translate_to")) {
     if (languages_.empty()) o.fail("languages", "needs at least one language");
+    if (prompt_fraction_ <= 0.0) o.fail("prompt_fraction", "must be above 0 (1 keeps every prompt)");
+    // A subset of dev or test would score runs on different sentences than every other run.
+    if (prompt_fraction_ < 1.0 && split_ != "train")
+      o.fail("prompt_fraction", fmt::format("subsets the training prompts only; split is '{}'", split_));
     if (!translate_to_.empty() &&
         std::all_of(languages_.begin(), languages_.end(), [&](const auto& l) { return l == translate_to_; }))
       o.fail("translate_to", "is the only language listed: translation needs another source language");
@@ -106,6 +111,7 @@ class AsteriskDataset final : public Dataset {
       const fs::path wav = audio_dir / (p.id + ".wav");
       if (!fs::exists(wav, ec)) continue;  // a transcript without audio
       if (!in_split(p.id, split_)) continue;
+      if (!in_prompt_subset(p.id, prompt_fraction_)) continue;
       if (held_out.count(leak_key(text))) {
         ++left_out;
         continue;
@@ -141,11 +147,12 @@ class AsteriskDataset final : public Dataset {
   std::string split_, sounds_dir_, doc_dir_;
   bool strip_punctuation_;
   std::int64_t max_per_language_;
+  double prompt_fraction_;
   std::string translate_to_;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.2.0",  // 1.1: translate_to; 1.2: on_bad_audio
+  return describe_plugin<AsteriskDataset>(PluginKind::Dataset, "asterisk", "1.3.0",  // 1.1: translate_to; 1.2: on_bad_audio; 1.3: prompt_fraction
       "Asterisk PBX prompts (human speech, 8 kHz) with transcripts in en, es, fr, it, ru (Debian packages)",
       OptionSchema()
           .add_strings("languages", {"en", "es", "fr", "it", "ru"}, "languages to load (asterisk-core-sounds-XX)")
@@ -155,6 +162,11 @@ PluginDescriptor describe() {
           .add_string("transcripts_dir", "/usr/share/doc", "root of the asterisk-core-sounds-<lang>/ transcript folders")
           .add_bool("strip_punctuation", false, "replace punctuation by spaces (the text is always lower-cased)")
           .add_int("max_per_language", 0, "keep at most this many prompts per language (0 = all); for quick tests", 0)
+          .add_float("prompt_fraction", 1.0,
+                     "keep this fraction of the training prompt ids, chosen by a hash of the id, so the same "
+                     "prompts in every language and a smaller fraction's prompts within a larger one's: "
+                     "low-resource fine-tuning subsets (1 = all)",
+                     0.0, 1.0)
           .add_string("translate_to", "",
                       "speech translation: each utterance's target is this language's transcript of the same "
                       "prompt id (prompts without one are left out, and so is this language's own speech); "

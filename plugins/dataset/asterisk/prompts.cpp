@@ -54,6 +54,11 @@ bool in_split(const std::string& id, const std::string& split) {
   return bucket >= 2;
 }
 
+bool in_prompt_subset(const std::string& id, double fraction) {
+  if (fraction >= 1.0) return true;
+  return static_cast<double>(stable_bucket("subset:" + id, 1000)) < fraction * 1000.0;
+}
+
 std::string leak_key(const std::string& text) { return normalize_space(strip_punctuation(to_lower(text))); }
 
 std::unordered_set<std::string> held_out_keys(const std::vector<Prompt>& prompts) {

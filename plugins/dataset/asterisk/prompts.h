@@ -40,6 +40,11 @@ WORKBENCH_ASTERISK_LOCAL std::string strip_punctuation(const std::string& text);
 /// another language never crosses splits.
 WORKBENCH_ASTERISK_LOCAL bool in_split(const std::string& id, const std::string& split);
 
+/// Whether prompt `id` is among the first `fraction` (0, 1] of the ids ordered by a second hash, MD5 of
+/// "subset:" + id mod 1000, independent of the split's. The id decides, so a subset has the same prompts in
+/// every language, and a smaller fraction's prompts are all in a larger one's. 1 keeps every id.
+WORKBENCH_ASTERISK_LOCAL bool in_prompt_subset(const std::string& id, double fraction);
+
 /// What two sentences are compared by when looking for a held-out text in training data: lower-cased,
 /// punctuation removed, white space collapsed.
 WORKBENCH_ASTERISK_LOCAL std::string leak_key(const std::string& text);
