@@ -258,46 +258,52 @@ TEST_CASE("start_prob_for_coverage inverts 1 - (1 - p)^span: 75% of speech for T
 
 // --- SpanBERT span lengths ----------------------------------------------------------------------------
 
-TEST_CASE("sample_span_length: geometric(0.2) clipped to [1, 10], mean 3.8", "[masking][spanbert]") {
+namespace {
+TextMaskingOptions clipped(double p, std::int64_t max_span) {
+  TextMaskingOptions o;
+  o.geometric_p = p;
+  o.max_span = max_span;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("sample_span_lengths: geometric(0.2) clipped to [1, 10], mean 3.8", "[masking][spanbert]") {
   const double p = 0.2;
   const std::int64_t K = 10;
   const double expected = truncated_geometric_mean(p, K);
   CHECK(expected == Approx(3.8).margin(0.05));  // SpanBERT's reported mean
-  std::mt19937_64 rng(17);
-  const int n = 200000;
-  std::map<std::int64_t, int> histogram;
-  double sum = 0;
-  for (int i = 0; i < n; ++i) {
-    const auto k = sample_span_length(p, K, rng);
-    REQUIRE(k >= 1);
-    REQUIRE(k <= K);
-    ++histogram[k];
-    sum += static_cast<double>(k);
-  }
-  CHECK(sum / n == Approx(expected).margin(0.03));
+  torch::manual_seed(17);
+  const std::int64_t n = 200000;
+  auto k = sample_span_lengths(clipped(p, K), {n});
+  REQUIRE(k.sizes() == torch::IntArrayRef({n}));
+  REQUIRE(k.dtype() == torch::kInt64);
+  REQUIRE(k.min().item<std::int64_t>() >= 1);
+  REQUIRE(k.max().item<std::int64_t>() <= K);
+  CHECK(k.to(torch::kDouble).mean().item<double>() == Approx(expected).margin(0.03));
   // Each length at its renormalised probability p (1-p)^(k-1) / (1 - (1-p)^K).
   const double z = 1 - std::pow(1 - p, static_cast<double>(K));
-  for (std::int64_t k = 1; k <= K; ++k) {
-    INFO("k = " << k);
-    CHECK(histogram[k] / static_cast<double>(n) == Approx(p * std::pow(1 - p, static_cast<double>(k - 1)) / z).margin(0.005));
+  for (std::int64_t i = 1; i <= K; ++i) {
+    INFO("k = " << i);
+    CHECK((k == i).sum().item<std::int64_t>() / static_cast<double>(n) ==
+          Approx(p * std::pow(1 - p, static_cast<double>(i - 1)) / z).margin(0.005));
   }
   // mSLAM's character spans: clipped at 20; and p = 1 always gives 1.
-  std::mt19937_64 rng2(18);
-  double sum20 = 0;
-  for (int i = 0; i < n; ++i) {
-    const auto k = sample_span_length(p, 20, rng2);
-    REQUIRE(k <= 20);
-    sum20 += static_cast<double>(k);
-  }
-  CHECK(sum20 / n == Approx(truncated_geometric_mean(p, 20)).margin(0.04));
-  for (int i = 0; i < 100; ++i) CHECK(sample_span_length(1.0, 10, rng2) == 1);
+  auto k20 = sample_span_lengths(clipped(p, 20), {n});
+  REQUIRE(k20.max().item<std::int64_t>() <= 20);
+  CHECK(k20.to(torch::kDouble).mean().item<double>() == Approx(truncated_geometric_mean(p, 20)).margin(0.04));
+  CHECK((sample_span_lengths(clipped(1.0, 10), {100}) == 1).all().item<bool>());
+  // Any shape; the same seed gives the same lengths.
+  torch::manual_seed(3);
+  auto a = sample_span_lengths(clipped(p, K), {4, 7});
+  torch::manual_seed(3);
+  CHECK(a.sizes() == torch::IntArrayRef({4, 7}));
+  CHECK(a.equal(sample_span_lengths(clipped(p, K), {4, 7})));
 }
 
-TEST_CASE("sample_span_length refuses parameters that would never return", "[masking][spanbert][errors]") {
-  std::mt19937_64 rng(1);
-  CHECK_THROWS_AS(sample_span_length(0.2, 0, rng), std::invalid_argument);   // no length is <= 0
-  CHECK_THROWS_AS(sample_span_length(0.0, 10, rng), std::invalid_argument);  // geometric(0) never succeeds
-  CHECK_THROWS_AS(sample_span_length(1.5, 10, rng), std::invalid_argument);
+TEST_CASE("sample_span_lengths refuses parameters without a distribution", "[masking][spanbert][errors]") {
+  CHECK_THROWS_AS(sample_span_lengths(clipped(0.2, 0), {3}), std::invalid_argument);   // no length is <= 0
+  CHECK_THROWS_AS(sample_span_lengths(clipped(0.0, 10), {3}), std::invalid_argument);  // geometric(0) never succeeds
+  CHECK_THROWS_AS(sample_span_lengths(clipped(1.5, 10), {3}), std::invalid_argument);
 }
 
 // --- SpanBERT text masking ----------------------------------------------------------------------------
@@ -309,11 +315,11 @@ TEST_CASE("span_mask_text: each row's budget exactly, in valid positions, and ev
   auto tokens = random_tokens(lengths, L, kFirst, kEnd, 5);
   auto len = torch::tensor(lengths, torch::kInt64);
   TextMaskingOptions o;
-  std::mt19937_64 rng(23);
+  torch::manual_seed(23);
   std::int64_t random_positions = 0, random_differs = 0;
   std::int64_t min_random = kEnd, max_random = -1;
   for (int draw = 0; draw < 300; ++draw) {
-    auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd, rng);
+    auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
     REQUIRE(m.inputs.sizes() == tokens.sizes());
     REQUIRE(m.targets.sizes() == tokens.sizes());
     REQUIRE(m.replaced.sizes() == tokens.sizes());
@@ -332,8 +338,8 @@ TEST_CASE("span_mask_text: each row's budget exactly, in valid positions, and ev
     }
     // Selected <=> a replacement code; adjacent spans may merge into one run, never the reverse.
     CHECK(m.targets.equal(m.replaced != 0));
-    CHECK(run_count <= m.spans);
-    CHECK(m.spans >= 7);  // one span at least in each non-empty row
+    CHECK(run_count <= m.spans.item<std::int64_t>());
+    CHECK(m.spans.item<std::int64_t>() >= 7);  // one span at least in each non-empty row
     // Outside the targets (padding included) the inputs are the tokens.
     CHECK(m.inputs.masked_select(~m.targets).equal(tokens.masked_select(~m.targets)));
     // [MASK] positions hold mask_id; unchanged ones the original token.
@@ -366,12 +372,12 @@ TEST_CASE("span_mask_text: 80% [MASK] / 10% random / 10% unchanged per span", "[
     for (int i = 0; i < 700; ++i) lengths.push_back(3 + i % 7);
     auto tokens = random_tokens(lengths, 9, kFirst, kEnd, 8);
     auto len = torch::tensor(lengths, torch::kInt64);
-    std::mt19937_64 rng(29);
+    torch::manual_seed(29);
     std::map<int, std::int64_t> spans;
     std::int64_t total = 0;
     for (int draw = 0; draw < 30; ++draw) {
-      auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd, rng);
-      REQUIRE(m.spans == static_cast<std::int64_t>(lengths.size()));
+      auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
+      REQUIRE(m.spans.item<std::int64_t>() == static_cast<std::int64_t>(lengths.size()));
       for (std::int64_t r = 0; r < m.replaced.size(0); ++r) {
         auto rr = runs(m.replaced[r]);
         REQUIRE(rr.size() == 1);
@@ -389,12 +395,12 @@ TEST_CASE("span_mask_text: 80% [MASK] / 10% random / 10% unchanged per span", "[
     std::vector<std::int64_t> lengths(64, 400);
     auto tokens = random_tokens(lengths, 400, kFirst, kEnd, 9);
     auto len = torch::tensor(lengths, torch::kInt64);
-    std::mt19937_64 rng(31);
+    torch::manual_seed(31);
     std::map<int, std::int64_t> runs_by_code, tokens_by_code;
     std::int64_t run_total = 0, spans = 0, selected = 0;
     for (int draw = 0; draw < 20; ++draw) {
-      auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd, rng);
-      spans += m.spans;
+      auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
+      spans += m.spans.item<std::int64_t>();
       for (std::int64_t r = 0; r < m.replaced.size(0); ++r)
         for (auto [code, n] : runs(m.replaced[r])) {
           ++runs_by_code[code];
@@ -430,17 +436,17 @@ TEST_CASE("span_mask_text: shares and budget follow the options", "[masking][spa
   std::vector<std::int64_t> lengths = {10, 20, 30};
   auto tokens = random_tokens(lengths, 30, kFirst, kEnd, 1);
   auto len = torch::tensor(lengths, torch::kInt64);
-  std::mt19937_64 rng(2);
-  auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd, rng);
+  torch::manual_seed(2);
+  auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
   CHECK(m.targets.sum(1).equal(torch::tensor(std::vector<std::int64_t>{5, 10, 15})));
-  CHECK(m.spans == 30);  // spans of one token
+  CHECK(m.spans.item<std::int64_t>() == 30);  // spans of one token
   CHECK(m.inputs.equal(tokens));
   CHECK((m.replaced.masked_select(m.targets) == 3).all().item<bool>());
 
   o.mask_share = 1.0;
-  auto all_masked = span_mask_text(tokens, len, o, kMask, kFirst, kEnd, rng);
+  auto all_masked = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
   CHECK((all_masked.inputs.masked_select(all_masked.targets) == kMask).all().item<bool>());
-  CHECK_THROWS_AS(span_mask_text(tokens, len, o, kMask, 5, 5, rng), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_text(tokens, len, o, kMask, 5, 5), std::invalid_argument);
 }
 
 TEST_CASE("span_mask_text: the papers' span lengths, fixed or geometric with a given mean, within the budget",
@@ -449,13 +455,13 @@ TEST_CASE("span_mask_text: the papers' span lengths, fixed or geometric with a g
   const std::vector<std::int64_t> lengths(40, 400);
   auto tokens = random_tokens(lengths, 400, kFirst, kEnd, 3);
   auto len = torch::tensor(lengths, torch::kInt64);
-  std::mt19937_64 rng(4);
+  torch::manual_seed(4);
   TextMaskingOptions fixed;
   fixed.span = SpanLength::Fixed;
   fixed.span_length = 20;  // mSLAM's characters
-  auto m = span_mask_text(tokens, len, fixed, kMask, kFirst, kEnd, rng);
+  auto m = span_mask_text(tokens, len, fixed, kMask, kFirst, kEnd);
   CHECK(m.targets.sum(1).equal(torch::full({40}, 60, torch::kInt64)));  // the 15% budget, exactly
-  CHECK(m.spans == 40 * 3);                                             // three spans of 20 in each row
+  CHECK(m.spans.item<std::int64_t>() == 40 * 3);                                             // three spans of 20 in each row
   // Every run of selected positions is a whole number of spans: lengths 20, 40 or 60.
   auto t = m.targets.to(torch::kCPU);
   for (std::int64_t b = 0; b < 40; ++b) {
@@ -475,30 +481,84 @@ TEST_CASE("span_mask_text: the papers' span lengths, fixed or geometric with a g
   TextMaskingOptions geometric;
   geometric.span = SpanLength::Geometric;
   geometric.span_length = 5;
-  double drawn = 0;
-  const int n = 20000;
-  for (int i = 0; i < n; ++i) drawn += static_cast<double>(sample_span_length(geometric, rng));
-  CHECK(drawn / n == Approx(5.0).epsilon(0.03));
-  auto g = span_mask_text(tokens, len, geometric, kMask, kFirst, kEnd, rng);
+  CHECK(sample_span_lengths(geometric, {20000}).to(torch::kDouble).mean().item<double>() == Approx(5.0).epsilon(0.03));
+  auto g = span_mask_text(tokens, len, geometric, kMask, kFirst, kEnd);
   CHECK(g.targets.sum(1).equal(torch::full({40}, 60, torch::kInt64)));
-  const double realised = 40.0 * 60.0 / static_cast<double>(g.spans);
+  const double realised = 40.0 * 60.0 / static_cast<double>(g.spans.item<std::int64_t>());
   CHECK(realised > 4.0);
   CHECK(realised < 5.5);
 
   // SpanBERT's own: clipped geometric, mean 3.8 (checked above); and a fixed length below 1 is refused.
   TextMaskingOptions bad;
   bad.span = SpanLength::Fixed;
-  CHECK_THROWS_AS(sample_span_length(bad, rng), std::invalid_argument);
+  CHECK_THROWS_AS(sample_span_lengths(bad, {1}), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_text(tokens, len, bad, kMask, kFirst, kEnd), std::invalid_argument);
 }
 
 TEST_CASE("span_mask_text: the same seed gives the same masking", "[masking][spanbert]") {
   std::vector<std::int64_t> lengths = {50, 80};
   auto tokens = random_tokens(lengths, 80, kFirst, kEnd, 3);
   auto len = torch::tensor(lengths, torch::kInt64);
-  std::mt19937_64 a(5), b(5);
-  auto ma = span_mask_text(tokens, len, {}, kMask, kFirst, kEnd, a);
-  auto mb = span_mask_text(tokens, len, {}, kMask, kFirst, kEnd, b);
+  torch::manual_seed(5);
+  auto ma = span_mask_text(tokens, len, {}, kMask, kFirst, kEnd);
+  torch::manual_seed(5);
+  auto mb = span_mask_text(tokens, len, {}, kMask, kFirst, kEnd);
   CHECK(ma.inputs.equal(mb.inputs));
   CHECK(ma.replaced.equal(mb.replaced));
-  CHECK(ma.spans == mb.spans);
+  CHECK(ma.spans.equal(mb.spans));
+}
+
+TEST_CASE("span_mask_text: spans are placed uniformly over the non-overlapping arrangements, in random order",
+          "[masking][spanbert]") {
+  // Rows of 6 tokens, budget 3, fixed spans of 2: every row gets a span of 2 and one cut to 1. Counted by
+  // hand: 2 spans + 3 free tokens are 5 items, C(5, 2) = 10 choices of the spans' items, in 2 orders,
+  // so 20 arrangements, each 1/20. The selected sets of positions they give, as bit patterns:
+  std::map<int, int> arrangements;
+  for (int first = 0; first < 5; ++first)
+    for (int second = first + 1; second < 5; ++second)
+      for (int long_first = 0; long_first < 2; ++long_first) {
+        const int a = long_first ? 2 : 1, b = long_first ? 1 : 2;
+        const int start_a = first, start_b = second - 1 + a;  // after the first span's tokens
+        int bits = 0;
+        for (int t = start_a; t < start_a + a; ++t) bits |= 1 << t;
+        for (int t = start_b; t < start_b + b; ++t) bits |= 1 << t;
+        ++arrangements[bits];
+      }
+  REQUIRE(arrangements.size() > 10);
+  const std::int64_t rows = 20000;
+  auto tokens = random_tokens(std::vector<std::int64_t>(rows, 6), 6, kFirst, kEnd, 11);
+  auto len = torch::full({rows}, 6, torch::kInt64);
+  TextMaskingOptions o;
+  o.budget = 0.5;
+  o.span = SpanLength::Fixed;
+  o.span_length = 2;
+  torch::manual_seed(13);
+  auto m = span_mask_text(tokens, len, o, kMask, kFirst, kEnd);
+  CHECK(m.spans.item<std::int64_t>() == 2 * rows);
+  auto weights = torch::tensor(std::vector<std::int64_t>{1, 2, 4, 8, 16, 32});
+  auto bits = (m.targets.to(torch::kLong) * weights).sum(1);
+  std::map<int, std::int64_t> seen;
+  for (std::int64_t r = 0; r < rows; ++r) ++seen[static_cast<int>(bits[r].item<std::int64_t>())];
+  for (const auto& [pattern, count] : seen) {
+    INFO("pattern " << pattern);
+    REQUIRE(arrangements.count(pattern) == 1);  // never an overlap, never outside the row
+  }
+  for (const auto& [pattern, ways] : arrangements) {
+    INFO("pattern " << pattern << ", " << ways << " of 20 arrangements");
+    CHECK(seen[pattern] / static_cast<double>(rows) == Approx(ways / 20.0).margin(0.01));
+  }
+}
+
+TEST_CASE("span_mask_text refuses tokens and lengths of the wrong shape", "[masking][spanbert][errors]") {
+  auto tokens = torch::full({2, 5}, kFirst, torch::kInt64);
+  CHECK_THROWS_AS(span_mask_text(tokens.flatten(), torch::tensor({5, 5}), {}, kMask, kFirst, kEnd), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_text(tokens, torch::tensor({5}), {}, kMask, kFirst, kEnd), std::invalid_argument);
+  CHECK_THROWS_AS(span_mask_text(tokens, torch::full({2, 1}, 5), {}, kMask, kFirst, kEnd), std::invalid_argument);
+  // No rows, or rows of no tokens: nothing selected.
+  auto empty = span_mask_text(torch::zeros({0, 4}, torch::kInt64), torch::zeros({0}, torch::kInt64), {}, kMask, kFirst, kEnd);
+  CHECK(empty.targets.numel() == 0);
+  CHECK(empty.spans.item<std::int64_t>() == 0);
+  auto zero_length = span_mask_text(tokens, torch::zeros({2}, torch::kInt64), {}, kMask, kFirst, kEnd);
+  CHECK_FALSE(zero_length.targets.any().item<bool>());
+  CHECK(zero_length.inputs.equal(tokens));
 }

@@ -288,7 +288,7 @@ TEST_CASE("refused: a plugin built for another plugin API version", "[registry][
   CHECK_THAT(msg, Contains(kWrongApi));
   CHECK_THAT(msg, Contains("API version 999"));
   CHECK_THAT(msg, Contains("API version " + std::to_string(kPluginApiVersion)));
-  CHECK(kPluginApiVersion == 7);
+  CHECK(kPluginApiVersion == 8);
   CHECK(registry.plugins().empty());
 }
 

@@ -3,7 +3,6 @@
 // span masking of text tokens (SpanBERT). Losses call these; the core owns them so that every loss
 // masks the same way and the statistics are tested once.
 #include <cstdint>
-#include <random>
 
 #include <torch/types.h>
 
@@ -57,22 +56,29 @@ struct TextMasking {
   torch::Tensor inputs;    ///< (B, L) int64: the tokens with the selected spans replaced
   torch::Tensor targets;   ///< (B, L) bool: the selected positions (the loss predicts the originals there)
   torch::Tensor replaced;  ///< (B, L) int8: 0 not selected, 1 [MASK], 2 random, 3 unchanged
-  std::int64_t spans = 0;  ///< spans drawn, for statistics
+  torch::Tensor spans;     ///< () int64: spans drawn, for statistics
 };
 
-/// SpanBERT masking (Joshi et al. 2020, section 3.1): spans with geometric lengths are selected at
-/// random non-overlapping places until `budget` of the row is covered (the last span is cut to the
-/// budget); each span is replaced as a whole by [MASK] (80%), random tokens (10%) or kept (10%).
-/// `tokens` (B, L) int64, `lengths` (B) int64 (CPU); random tokens come from [first_regular, end_regular).
+/// SpanBERT masking (Joshi et al. 2020, section 3.1). Each row of n valid tokens gets exactly
+/// max(1, round(budget x n)) selected positions (0 for an empty row), as non-overlapping spans: lengths are
+/// drawn as `options` say until they cover the budget (the last one cut to it), and the spans are placed
+/// uniformly over all non-overlapping arrangements of them in the row, in random order. Each span is
+/// replaced as a whole by [MASK] (80%), random tokens from [first_regular, end_regular) (10%) or kept (10%).
+/// `tokens` (B, L) int64 and `lengths` (B) on one device; everything is drawn there from torch's default
+/// generator for it, by tensor ops (no host round trip), so the trainer's checkpointed generator state makes
+/// a resumed run draw the same masks. Throws std::invalid_argument for an empty regular range, tokens
+/// that are not 2-D, lengths that are not (B), or span options sample_span_lengths refuses.
 TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& options,
-                           std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular,
-                           std::mt19937_64& rng);
+                           std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular);
 
-/// One SpanBERT span length: Geometric(p) on {1, 2, ...} clipped to [1, max_span] by rejection.
-/// Throws std::invalid_argument for p outside (0, 1] or max_span < 1.
-std::int64_t sample_span_length(double p, std::int64_t max_span, std::mt19937_64& rng);
-/// One span length as `options` describe it (options.span). Throws std::invalid_argument for a
-/// span_length below 1 with Fixed or Geometric.
-std::int64_t sample_span_length(const TextMaskingOptions& options, std::mt19937_64& rng);
+/// Span lengths as `options` describe them (options.span), int64 of `shape`, drawn on `device` by inverting
+/// the distribution's CDF at uniform draws (float64):
+///   ClippedGeometric: Geometric(geometric_p) on {1, 2, ...} truncated to [1, max_span] (renormalised);
+///   Geometric: Geometric(1 / span_length) on {1, 2, ...}, mean span_length;
+///   Fixed: round(span_length).
+/// Throws std::invalid_argument for geometric_p outside (0, 1], max_span < 1, or (Fixed, Geometric) a
+/// span_length below 1.
+torch::Tensor sample_span_lengths(const TextMaskingOptions& options, torch::IntArrayRef shape,
+                                  torch::Device device = torch::kCPU);
 
 }  // namespace workbench

@@ -42,7 +42,10 @@ namespace workbench {
 ///      load_audio take a length limit (kMaxAudioSeconds) and refuse truncated files; invalid_utf8_at.
 ///   7: span_mask_frames draws on the lengths' device from torch's generator, without a std::mt19937_64
 ///      argument, and valid_frame_std (masking.h): no host round trip per step.
-constexpr std::uint32_t kPluginApiVersion = 7;
+///   8: span_mask_text draws on the tokens' device from torch's generator, without a std::mt19937_64
+///      argument, and TextMasking::spans is a tensor; sample_span_lengths (a tensor of lengths) replaces
+///      sample_span_length (masking.h).
+constexpr std::uint32_t kPluginApiVersion = 8;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;
 

@@ -3,14 +3,12 @@
 // Geometric(p) lengths cover `mask_rate` of each sentence; each span becomes [MASK] (80%), random tokens
 // (10%) or stays (10%); the loss is the cross-entropy of the original tokens at the selected positions.
 #include <algorithm>
-#include <random>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
-#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -25,7 +23,7 @@ TORCH_MODULE(Head);
 
 class SpanBertLoss final : public Loss {
  public:
-  SpanBertLoss(const Options& o, const BuildContext& ctx) : rng_(ctx.seed * 104729 + 3) {
+  SpanBertLoss(const Options& o, const BuildContext& ctx) {
     if (ctx.text_vocab_size <= 0)
       throw ConfigError("[" + o.section() + "]: span_bert needs [model.text_embedding] (no text vocabulary)");
     masking_.budget = o.get_float("mask_rate");
@@ -49,16 +47,12 @@ class SpanBertLoss final : public Loss {
   std::vector<BatchKind> accepts() const override { return {BatchKind::Text, BatchKind::Paired}; }
   torch::nn::Module* module() override { return head_.get(); }
 
-  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
-  std::string random_state() const override { return engine_state(rng_); }
-  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
-
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& text = model.require_text_embedding("span_bert");
     model.require_shared_encoder("span_bert");
     auto [tokens, lengths] = text.tokenize(batch);
     auto masked = span_mask_text(tokens, lengths, masking_, text.mask_id(), text.first_regular_id(),
-                                 text.end_regular_id(), rng_);
+                                 text.end_regular_id());
     auto context = model.shared_from_text(text.embed(masked.inputs, lengths));
     auto selected = masked.targets;
     auto logits = head_->project(context.x.index({selected}));  // (N, V)
@@ -82,11 +76,10 @@ class SpanBertLoss final : public Loss {
  private:
   Head head_{nullptr};
   TextMaskingOptions masking_;
-  std::mt19937_64 rng_;
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.2.0",  // 1.1: span_shape, span_length; 1.2: random state kept for resume
+  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.3.0",  // 1.1: span_shape, span_length; 1.2: random state kept for resume; 1.3: masks drawn on the device
       "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder",
       OptionSchema()
           .add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)

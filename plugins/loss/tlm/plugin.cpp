@@ -12,11 +12,10 @@
 // The speech targets come from the objective named by `code_provider` (a workbench::SpeechCodeProvider,
 // i.e. w2v_bert's quantizer), applied to the unmasked features; the speech head is sized from it (G*V
 // outputs) in the connect phase, before the optimizer exists. code_provider = "" trains the text side
-// only, still from half-hidden speech (a TLM next to CTC). Masks come from a std::mt19937_64 seeded with
-// BuildContext::seed; the random vectors for masked frames from torch's generator (seeded by the core).
+// only, still from half-hidden speech (a TLM next to CTC). Masks and the random vectors for masked frames
+// come from torch's generator on the batch's device (seeded by the core, kept in checkpoints).
 #include <algorithm>
 #include <cstdio>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -30,7 +29,6 @@
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
-#include "workbench/random_state.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -76,8 +74,7 @@ class TlmLoss final : public Loss {
         code_provider_(o.get_string("code_provider")),
         d_model_(ctx.model_dim),
         speech_weight_(o.get_float("speech_weight")),
-        text_vocab_(ctx.text_vocab_size),
-        rng_(ctx.seed) {
+        text_vocab_(ctx.text_vocab_size) {
     if (ctx.text_vocab_size <= 0)
       throw ConfigError("[" + o.section() + "]: tlm needs [model.text_embedding] (no text vocabulary to predict)");
     if (ctx.model_dim <= 0) throw std::invalid_argument("tlm needs the shared encoder's output dimension");
@@ -107,10 +104,6 @@ class TlmLoss final : public Loss {
   std::vector<BatchKind> accepts() const override { return {BatchKind::Paired}; }
   torch::nn::Module* module() override { return heads_.get(); }
 
-  // Resume: the masks (and distractors, negatives) continue where the checkpoint left them.
-  std::string random_state() const override { return engine_state(rng_); }
-  void restore_random_state(const std::string& state) override { restore_engine(rng_, state); }
-
   LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo&) override {
     auto& speech = model.require_speech_encoder("tlm");
     auto& text = model.require_text_embedding("tlm");
@@ -129,7 +122,7 @@ class TlmLoss final : public Loss {
     // Text: SpanBERT masking at TLM's higher rate (80% [MASK] / 10% random / 10% unchanged per span).
     auto [tokens, token_lengths] = text.tokenize(batch);
     auto masked_text = span_mask_text(tokens, token_lengths, text_masking_, text.mask_id(), text.first_regular_id(),
-                                text.end_regular_id(), rng_);
+                                text.end_regular_id());
     auto joint = model.shared_from_pair(contrastive, text.embed(masked_text.inputs, token_lengths));
 
     auto [text_x, text_y] = select_positions(joint.text(), masked_text.targets, tokens);
@@ -184,14 +177,13 @@ class TlmLoss final : public Loss {
   double speech_weight_;
   std::int64_t text_vocab_;
   TextMaskingOptions text_masking_;
-  std::mt19937_64 rng_;
   Heads heads_{nullptr};
   SpeechCodeProvider* provider_ = nullptr;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.2.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume; 2.2: speech masks drawn on the device
+  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.3.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume; 2.2: speech masks drawn on the device; 2.3: text masks too
       "translation language modelling on paired data: masked text and speech codes predicted from "
                   "speech ++ text at the top of the shared encoder",
       OptionSchema()
