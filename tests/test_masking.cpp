@@ -3,6 +3,7 @@
 // SpanBERT span lengths (geometric p = 0.2 clipped to [1, 10], mean 3.8) and SpanBERT text masking (15% of
 // each row in spans, 80% [MASK] / 10% random / 10% unchanged per span). Statistics are measured over
 // many seeded draws, so the tests are deterministic.
+#include <torch/nn/functional/loss.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "workbench/encoder.h"
+#include "workbench/masked_prediction.h"
 #include "workbench/masking.h"
 
 #include <catch2/catch.hpp>
@@ -326,6 +328,8 @@ TEST_CASE("span_mask_text: each row's budget exactly, in valid positions, and ev
     REQUIRE(m.inputs.dtype() == torch::kInt64);
     REQUIRE(m.targets.dtype() == torch::kBool);
     REQUIRE(m.replaced.dtype() == torch::kInt8);
+    REQUIRE(m.positions.sizes() == torch::IntArrayRef({L > 0 ? static_cast<std::int64_t>(lengths.size()) : 0, 15}));
+    REQUIRE(m.position_valid.sizes() == m.positions.sizes());
     std::int64_t run_count = 0;
     for (std::size_t b = 0; b < lengths.size(); ++b) {
       const auto r = static_cast<std::int64_t>(b);
@@ -334,6 +338,12 @@ TEST_CASE("span_mask_text: each row's budget exactly, in valid positions, and ev
       INFO("row " << b << " of length " << n);
       CHECK(m.targets[r].sum().item<std::int64_t>() == budget);
       if (n < L) CHECK_FALSE(m.targets[r].narrow(0, n, L - n).any().item<bool>());
+      // The packed positions: this row's selected ones first, in order, and exactly those marked valid.
+      CHECK(m.position_valid[r].sum().item<std::int64_t>() == budget);
+      if (budget > 0) {
+        CHECK(m.position_valid[r].narrow(0, 0, budget).all().item<bool>());
+        CHECK(m.positions[r].narrow(0, 0, budget).equal(m.targets[r].nonzero().flatten()));
+      }
       run_count += static_cast<std::int64_t>(runs(m.replaced[r]).size());
     }
     // Selected <=> a replacement code; adjacent spans may merge into one run, never the reverse.
@@ -558,7 +568,60 @@ TEST_CASE("span_mask_text refuses tokens and lengths of the wrong shape", "[mask
   auto empty = span_mask_text(torch::zeros({0, 4}, torch::kInt64), torch::zeros({0}, torch::kInt64), {}, kMask, kFirst, kEnd);
   CHECK(empty.targets.numel() == 0);
   CHECK(empty.spans.item<std::int64_t>() == 0);
+  CHECK(empty.positions.sizes() == torch::IntArrayRef({0, 0}));
   auto zero_length = span_mask_text(tokens, torch::zeros({2}, torch::kInt64), {}, kMask, kFirst, kEnd);
   CHECK_FALSE(zero_length.targets.any().item<bool>());
   CHECK(zero_length.inputs.equal(tokens));
+}
+
+TEST_CASE("masked_prediction equals the cross-entropy, accuracy and majority over the counted positions alone",
+          "[masking][prediction]") {
+  torch::manual_seed(31);
+  const std::int64_t B = 3, T = 6, V = 5;
+  auto logits = torch::randn({B, T, V}, torch::requires_grad());
+  auto targets = torch::randint(0, V, {B, T}, torch::kLong);
+  auto counted = torch::rand({B, T}) < 0.5;
+  counted[0][0] = true;
+  auto out = masked_prediction(logits, targets, counted);
+  // The reference: the boolean index the losses used before.
+  auto picked = logits.detach().index({counted});
+  auto picked_targets = targets.index({counted});
+  const auto n = static_cast<double>(picked_targets.numel());
+  CHECK(out.count.item<double>() == n);
+  CHECK(out.loss.item<double>() == Approx(torch::nn::functional::cross_entropy(picked, picked_targets).item<double>()).epsilon(1e-6));
+  CHECK(out.accuracy.item<double>() == Approx((picked.argmax(-1) == picked_targets).sum().item<double>() / n));
+  CHECK(out.majority_accuracy.item<double>() == Approx(torch::bincount(picked_targets).max().item<double>() / n));
+  // No gradient reaches an uncounted position, even through a NaN there.
+  auto poisoned = logits.detach().clone();
+  poisoned.index_put_({~counted}, std::nan(""));
+  poisoned.requires_grad_(true);
+  auto again = masked_prediction(poisoned, targets, counted);
+  CHECK(again.loss.item<double>() == Approx(out.loss.item<double>()).epsilon(1e-6));
+  again.loss.backward();
+  CHECK(torch::isfinite(poisoned.grad()).all().item<bool>());
+  CHECK(poisoned.grad().index({~counted}).abs().sum().item<double>() == 0.0);
+  // Grouped targets (B, T, G) with one softmax per group.
+  auto grouped = masked_prediction(logits.view({B, 2, T / 2, V}), targets.view({B, 2, T / 2}), counted.view({B, 2, T / 2}));
+  CHECK(grouped.loss.item<double>() == Approx(out.loss.item<double>()).epsilon(1e-6));
+  // Nothing counted: a zero loss that is still part of the graph.
+  auto none = masked_prediction(logits, targets, torch::zeros({B, T}, torch::kBool));
+  CHECK(none.loss.item<double>() == 0.0);
+  CHECK(none.accuracy.item<double>() == 0.0);
+  REQUIRE(none.loss.requires_grad());
+  none.loss.backward();
+  CHECK_THROWS_AS(masked_prediction(logits, targets.narrow(1, 0, 2), counted.narrow(1, 0, 2)), std::invalid_argument);
+  CHECK_THROWS_AS(masked_prediction(logits, targets, counted.narrow(0, 0, 1)), std::invalid_argument);
+}
+
+TEST_CASE("gather_positions takes each row's positions along dim 1", "[masking][prediction]") {
+  auto x = torch::arange(2 * 4 * 3, torch::kFloat32).reshape({2, 4, 3});
+  auto index = torch::tensor({3, 1, 0, 0}, torch::kLong).reshape({2, 2});
+  auto rows = gather_positions(x, index);
+  REQUIRE(rows.sizes() == torch::IntArrayRef({2, 2, 3}));
+  CHECK(rows[0][0].equal(x[0][3]));
+  CHECK(rows[0][1].equal(x[0][1]));
+  CHECK(rows[1][0].equal(x[1][0]));
+  CHECK(gather_positions(torch::arange(8, torch::kFloat32).reshape({2, 4}), index).equal(torch::tensor({3.0f, 1.0f, 4.0f, 4.0f}).reshape({2, 2})));
+  CHECK_THROWS_AS(gather_positions(x, index.narrow(0, 0, 1)), std::invalid_argument);
+  CHECK_THROWS_AS(gather_positions(x, index.flatten()), std::invalid_argument);
 }

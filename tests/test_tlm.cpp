@@ -175,21 +175,6 @@ TEST_CASE("tlm: speech masking replaces the configured share of frames by random
   CHECK_THROWS_AS(tlm::mask_frames_with_noise(features, len, 0.5, 0), std::invalid_argument);
 }
 
-TEST_CASE("tlm: predictions and targets are taken at the selected positions only", "[tlm][masking]") {
-  auto x = torch::arange(2 * 3 * 2, torch::kFloat32).reshape({2, 3, 2});
-  auto selected = torch::tensor({0, 1, 1, 1, 0, 0}, torch::kBool).reshape({2, 3});
-  auto targets = torch::tensor({10, 11, 12, 13, 14, 15}, torch::kLong).reshape({2, 3});
-  auto [rows, labels] = tlm::select_positions(x, selected, targets);
-  CHECK(torch::equal(rows, torch::tensor({2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f}).reshape({3, 2})));
-  CHECK(torch::equal(labels, torch::tensor({11, 12, 13}, torch::kLong)));
-  // Grouped targets (B, T, G) keep their groups.
-  auto grouped = torch::arange(2 * 3 * 2, torch::kLong).reshape({2, 3, 2});
-  auto [rows2, labels2] = tlm::select_positions(x, selected, grouped);
-  CHECK(torch::equal(labels2, torch::tensor({2, 3, 4, 5, 6, 7}, torch::kLong).reshape({3, 2})));
-  CHECK_THROWS_AS(tlm::select_positions(x, selected.narrow(1, 0, 2), targets), std::invalid_argument);
-  CHECK_THROWS_AS(tlm::select_positions(x, selected, targets.narrow(0, 0, 1)), std::invalid_argument);
-}
-
 TEST_CASE("tlm: masks about 50% of text and 75% of speech over many draws", "[tlm]") {
   torch::manual_seed(5);
   auto texts = random_texts(4, 40, 2);

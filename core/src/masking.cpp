@@ -105,6 +105,8 @@ TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& len
     out.targets = torch::zeros({B, L}, torch::TensorOptions().dtype(torch::kBool).device(device));
     out.replaced = torch::zeros({B, L}, torch::TensorOptions().dtype(torch::kInt8).device(device));
     out.spans = torch::zeros({}, longs);
+    out.positions = torch::zeros({B, 0}, longs);
+    out.position_valid = torch::zeros({B, 0}, torch::TensorOptions().dtype(torch::kBool).device(device));
     return out;
   }
   auto n = lengths.to(device, torch::kLong).clamp(0, L).unsqueeze(1);  // (B, 1)
@@ -147,6 +149,10 @@ TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& len
   out.inputs = torch::where(out.replaced == 1, torch::full({}, mask_id, longs),
                             torch::where(out.replaced == 2, random_tokens, tok));
   out.spans = active.sum();
+  // Each row selects exactly `budget` positions: packed to the front by a stable sort, they keep their order.
+  auto packed = std::get<1>(out.targets.to(torch::kByte).sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
+  out.positions = packed.narrow(1, 0, std::min(K, L));
+  out.position_valid = torch::arange(out.positions.size(1), longs).unsqueeze(0) < budget;
   return out;
 }
 

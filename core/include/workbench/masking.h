@@ -57,6 +57,11 @@ struct TextMasking {
   torch::Tensor targets;   ///< (B, L) bool: the selected positions (the loss predicts the originals there)
   torch::Tensor replaced;  ///< (B, L) int8: 0 not selected, 1 [MASK], 2 random, 3 unchanged
   torch::Tensor spans;     ///< () int64: spans drawn, for statistics
+  /// (B, K) int64: each row's selected positions first, in increasing order, then unselected ones;
+  /// K = min(L, max(1, round(budget x L))) bounds every row's count, so a loss gathers (B, K) rows and
+  /// weighs them by `position_valid` instead of a boolean index whose size only the host can learn.
+  torch::Tensor positions;
+  torch::Tensor position_valid;  ///< (B, K) bool: true where `positions` holds a selected position
 };
 
 /// SpanBERT masking (Joshi et al. 2020, section 3.1). Each row of n valid tokens gets exactly

@@ -44,7 +44,8 @@ namespace workbench {
 ///      argument, and valid_frame_std (masking.h): no host round trip per step.
 ///   8: span_mask_text draws on the tokens' device from torch's generator, without a std::mt19937_64
 ///      argument, and TextMasking::spans is a tensor; sample_span_lengths (a tensor of lengths) replaces
-///      sample_span_length (masking.h).
+///      sample_span_length (masking.h); TextMasking gains `positions` and `position_valid`; masked_prediction
+///      and gather_positions (masked_prediction.h) are new.
 constexpr std::uint32_t kPluginApiVersion = 8;
 /// "WBPL": tells a workbench plugin from some other library that happens to export the symbol name.
 constexpr std::uint32_t kPluginMagic = 0x4c504257;

@@ -2,13 +2,11 @@
 // unpaired text, at the top of the shared encoder (SLAM section 3.2; mSLAM figure 1). Spans with
 // Geometric(p) lengths cover `mask_rate` of each sentence; each span becomes [MASK] (80%), random tokens
 // (10%) or stays (10%); the loss is the cross-entropy of the original tokens at the selected positions.
-#include <algorithm>
-
-#include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/masked_prediction.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -54,22 +52,18 @@ class SpanBertLoss final : public Loss {
     auto masked = span_mask_text(tokens, lengths, masking_, text.mask_id(), text.first_regular_id(),
                                  text.end_regular_id());
     auto context = model.shared_from_text(text.embed(masked.inputs, lengths));
-    auto selected = masked.targets;
-    auto logits = head_->project(context.x.index({selected}));  // (N, V)
-    auto targets = tokens.index({selected});                    // (N)
+    // The selected positions packed to the front of each row, (B, K), weighed by position_valid.
+    auto logits = head_->project(gather_positions(context.x, masked.positions));  // (B, K, V)
+    auto prediction = masked_prediction(logits, tokens.gather(1, masked.positions), masked.position_valid);
     LossOutput out;
-    // A batch of empty texts has nothing to predict: a zero loss still in the graph, not a NaN mean.
-    out.loss = targets.size(0) > 0 ? torch::nn::functional::cross_entropy(logits, targets) : logits.sum() * 0.0;
+    out.loss = prediction.loss;
     out.metrics.emplace_back("loss", out.loss.detach());
-    const double n = static_cast<double>(std::max<std::int64_t>(targets.size(0), 1));
-    out.metrics.emplace_back("accuracy", (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n);
+    out.metrics.emplace_back("accuracy", prediction.accuracy);
     // The accuracy of always guessing the most frequent target: what "learning" must beat.
-    // Counted on the device by scatter_add: bincount on CUDA reads the largest id back to size its output.
-    const auto floats = torch::TensorOptions().dtype(torch::kFloat32).device(targets.device());
-    auto counts = torch::zeros({head_->project->weight.size(0)}, floats).scatter_add_(0, targets, torch::ones({targets.size(0)}, floats));
-    out.metrics.emplace_back("majority_accuracy", counts.max() / n);
+    out.metrics.emplace_back("majority_accuracy", prediction.majority_accuracy);
     auto valid = ~padding_mask(lengths, tokens.size(1));
-    out.metrics.emplace_back("mask_rate", selected.sum().to(torch::kFloat32) / valid.sum().clamp_min(1).to(torch::kFloat32));
+    out.metrics.emplace_back("mask_rate", masked.targets.sum().to(torch::kFloat32) /
+                                              valid.sum().clamp_min(1).to(torch::kFloat32));
     return out;
   }
 
@@ -79,7 +73,7 @@ class SpanBertLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.3.0",  // 1.1: span_shape, span_length; 1.2: random state kept for resume; 1.3: masks drawn on the device
+  return describe_plugin<SpanBertLoss>(PluginKind::Loss, "span_bert", "1.3.0",  // 1.1: span_shape, span_length; 1.2: random state kept for resume; 1.3: masks and targets on the device
       "SpanBERT masked language modelling (Joshi et al. 2020) at the top of the shared encoder",
       OptionSchema()
           .add_float("mask_rate", 0.15, "share of each sentence's tokens selected (SpanBERT: 15%)", 0, 1)

@@ -14,11 +14,9 @@
 // outputs) in the connect phase, before the optimizer exists. code_provider = "" trains the text side
 // only, still from half-hidden speech (a TLM next to CTC). Masks and the random vectors for masked frames
 // come from torch's generator on the batch's device (seeded by the core, kept in checkpoints).
-#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -29,6 +27,7 @@
 
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/masked_prediction.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -55,15 +54,6 @@ struct HeadsImpl : torch::nn::Module {
   torch::nn::Linear text_head{nullptr}, speech_head{nullptr};
 };
 TORCH_MODULE(Heads);
-
-/// Mean cross-entropy and accuracy of `logits` (N, V) against `targets` (N). N = 0 gives a zero loss that
-/// is still part of the graph, so that a batch without targets does not break backward().
-std::pair<torch::Tensor, torch::Tensor> masked_prediction(const torch::Tensor& logits, const torch::Tensor& targets) {
-  const double n = static_cast<double>(std::max<std::int64_t>(targets.numel(), 1));
-  auto loss = F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum)) / n;
-  auto accuracy = (logits.detach().argmax(-1) == targets).sum().to(torch::kFloat32) / n;
-  return {loss, accuracy};
-}
 
 class TlmLoss final : public Loss {
  public:
@@ -125,9 +115,10 @@ class TlmLoss final : public Loss {
                                 text.end_regular_id());
     auto joint = model.shared_from_pair(contrastive, text.embed(masked_text.inputs, token_lengths));
 
-    auto [text_x, text_y] = select_positions(joint.text(), masked_text.targets, tokens);
-    auto [text_loss, text_accuracy] = masked_prediction(heads_->text_head(text_x), text_y);
-    auto loss = text_loss;
+    // The masked tokens packed to the front of each row, (B, K), weighed by position_valid.
+    auto text_logits = heads_->text_head(gather_positions(joint.text(), masked_text.positions));  // (B, K, V)
+    auto text_prediction = masked_prediction(text_logits, tokens.gather(1, masked_text.positions), masked_text.position_valid);
+    auto loss = text_prediction.loss;
 
     torch::Tensor speech_loss, speech_accuracy;
     if (provider) {
@@ -143,16 +134,19 @@ class TlmLoss final : public Loss {
                                              "shape ({}); expected (B, T, {})",
                                              code_provider_, fmt::join(codes.sizes(), ", "),
                                              fmt::join(features.x.sizes(), ", "), G));
-      auto [speech_x, speech_y] = select_positions(joint.speech(), frames.mask, codes.to(torch::kLong));
-      auto logits = heads_->speech_head(speech_x).view({-1, V});  // (N * G, V): one softmax per group
-      std::tie(speech_loss, speech_accuracy) = masked_prediction(logits, speech_y.reshape({-1}));
+      // Every frame, the masked ones counted: (B, T, G) softmaxes over V entries.
+      const auto B = codes.size(0), T = codes.size(1);
+      auto logits = heads_->speech_head(joint.speech()).view({B, T, G, V});
+      auto speech = masked_prediction(logits, codes.to(torch::kLong), frames.mask.unsqueeze(-1).expand({B, T, G}));
+      speech_loss = speech.loss;
+      speech_accuracy = speech.accuracy;
       loss = loss + speech_weight_ * speech_loss;
     }
 
     LossOutput out;
     out.metrics.emplace_back("loss", loss.detach());
-    out.metrics.emplace_back("text_loss", text_loss.detach());
-    out.metrics.emplace_back("text_accuracy", text_accuracy);
+    out.metrics.emplace_back("text_loss", text_prediction.loss.detach());
+    out.metrics.emplace_back("text_accuracy", text_prediction.accuracy);
     if (provider) {
       out.metrics.emplace_back("speech_loss", speech_loss.detach());
       out.metrics.emplace_back("speech_accuracy", speech_accuracy);
@@ -183,7 +177,7 @@ class TlmLoss final : public Loss {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.3.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume; 2.2: speech masks drawn on the device; 2.3: text masks too
+  return describe_plugin<TlmLoss>(PluginKind::Loss, "tlm", "2.3.0",  // 2.0: speech_codes gone, sized by connect(); 2.1: random state kept for resume; 2.2: speech masks drawn on the device; 2.3: text masks and both targets too
       "translation language modelling on paired data: masked text and speech codes predicted from "
                   "speech ++ text at the top of the shared encoder",
       OptionSchema()

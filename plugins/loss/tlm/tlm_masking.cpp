@@ -21,17 +21,4 @@ FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::
   return out;
 }
 
-std::pair<torch::Tensor, torch::Tensor> select_positions(const torch::Tensor& x, const torch::Tensor& selected,
-                                                         const torch::Tensor& targets) {
-  auto lead = [](const torch::Tensor& t) { return std::to_string(t.size(0)) + " x " + std::to_string(t.size(1)); };
-  if (selected.dim() != 2 || x.dim() < 2 || targets.dim() < 2 || x.size(0) != selected.size(0) ||
-      x.size(1) != selected.size(1) || targets.size(0) != selected.size(0) || targets.size(1) != selected.size(1))
-    throw std::invalid_argument("select_positions: inputs " + (x.dim() >= 2 ? lead(x) : std::string("?")) +
-                                ", selection " + (selected.dim() >= 2 ? lead(selected) : std::string("?")) +
-                                " and targets " + (targets.dim() >= 2 ? lead(targets) : std::string("?")) +
-                                " must agree in (B, T)");
-  auto sel = selected.to(torch::kBool);
-  return {x.index({sel}), targets.index({sel})};
-}
-
 }  // namespace workbench::tlm

@@ -1,9 +1,6 @@
 #pragma once
-// TLM's masking of the speech side and its choice of prediction targets, kept apart from the plugin so
-// that tests can check them directly. Compiled into the tlm plugin (and into test_tlm).
+// TLM's masking of the speech side, kept apart from the plugin so that tests can check it directly. Compiled into the tlm plugin (and into test_tlm).
 #include <cstdint>
-#include <random>
-#include <utility>
 
 #include <torch/types.h>
 
@@ -25,17 +22,11 @@ struct FrameMasking {
 /// deviation of all valid feature values, detached (w2v-BERT section 3.2 uses random vectors; the scale
 /// puts them in the range of real frames, and detaching keeps the noise from being a path for gradients).
 ///
-/// `features` (B, T, D) float, `lengths` (B) int64 valid frames per row, on the same device. The mask is
+/// `features` (B, T, D) float, `lengths` (B) int64 valid frames per row, on the same device. The mask
 /// and the noise are drawn on that device, from torch's generator for it (which checkpoints keep).
 /// Throws std::invalid_argument for coverage outside [0, 1) or span < 1.
 FrameMasking mask_frames_with_noise(const torch::Tensor& features, const torch::Tensor& lengths, double coverage,
                                     std::int64_t span);
-
-/// The prediction inputs and targets at selected positions: `x` (B, T, D) and `targets` (B, T) or
-/// (B, T, G) at the true entries of `selected` (B, T) bool -> (N, D) and (N) or (N, G), in row-major
-/// order. Throws std::invalid_argument when the leading (B, T) shapes differ.
-std::pair<torch::Tensor, torch::Tensor> select_positions(const torch::Tensor& x, const torch::Tensor& selected,
-                                                         const torch::Tensor& targets);
 
 }  // namespace workbench::tlm
 #pragma GCC visibility pop

@@ -12,13 +12,13 @@
 #include <cmath>
 
 #include <fmt/format.h>
-#include <torch/nn/functional/loss.h>
 #include <torch/nn/modules/linear.h>
 
 #include "contrastive.h"
 #include "quantizer.h"
 #include "workbench/error.h"
 #include "workbench/loss.h"
+#include "workbench/masked_prediction.h"
 #include "workbench/masking.h"
 #include "workbench/plugin.h"
 
@@ -117,27 +117,19 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
     // fairseq2 predicts the Gumbel-sampled codes, the contrastive loss's own targets; "argmax" predicts the
     // noise-free codes (what the paper's "token IDs of the quantizer" reads as outside training).
     auto targets = (mlm_sampled_ ? quantized.sampled_codes : quantized.codes).reshape({-1, groups_});  // (B T, G)
-    auto weights = mask.reshape({-1, 1}).expand({-1, groups_}).to(torch::kFloat32);                   // (B T, G)
-    auto predicted = weights.sum().clamp_min(1.0);
-    auto ce = torch::nn::functional::cross_entropy(logits.reshape({-1, entries_}), targets.reshape({-1}),
-                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-    auto flat_mask = weights.reshape({-1}) > 0;
-    auto mlm_loss = torch::where(flat_mask, ce, torch::zeros({}, ce.options())).sum() / predicted;
-    auto mlm_accuracy = ((logits.detach().argmax(-1) == targets).to(torch::kFloat32) * weights).sum() / predicted;
-    // Always guessing the most frequent code of the batch: the baseline masked prediction must beat
-    // (with collapsed codes it is near 1, which is how collapse shows).
-    auto counts = torch::zeros({entries_}, weights.options()).scatter_add_(0, targets.reshape({-1}), weights.reshape({-1}));
-    auto mlm_majority = counts.max() / predicted;
+    // The baseline masked prediction must beat is always guessing the batch's most frequent code (with
+    // collapsed codes it is near 1, which is how collapse shows).
+    auto mlm = masked_prediction(logits, targets, mask.reshape({-1, 1}).expand({-1, groups_}));
 
-    out.loss = contrastive_weight_ * nce.loss + diversity_weight_ * quantized.diversity + mlm_weight_ * mlm_loss;
+    out.loss = contrastive_weight_ * nce.loss + diversity_weight_ * quantized.diversity + mlm_weight_ * mlm.loss;
     out.metrics.emplace_back("loss", out.loss.detach());
     out.metrics.emplace_back("contrastive_loss", nce.loss.detach());
     out.metrics.emplace_back("contrastive_accuracy", nce.accuracy);
     out.metrics.emplace_back("contrastive_chance", nce.chance);
     out.metrics.emplace_back("contrastive_frames", nce.count);
-    out.metrics.emplace_back("mlm_loss", mlm_loss.detach());
-    out.metrics.emplace_back("mlm_accuracy", mlm_accuracy);
-    out.metrics.emplace_back("mlm_majority_accuracy", mlm_majority);
+    out.metrics.emplace_back("mlm_loss", mlm.loss.detach());
+    out.metrics.emplace_back("mlm_accuracy", mlm.accuracy);
+    out.metrics.emplace_back("mlm_majority_accuracy", mlm.majority_accuracy);
     out.metrics.emplace_back("code_perplexity", quantized.perplexity.detach());
     out.metrics.emplace_back("code_usage_perplexity", quantized.usage_perplexity);
     out.metrics.emplace_back("diversity_loss", quantized.diversity.detach());
@@ -157,7 +149,7 @@ class W2vBertLoss final : public Loss, public SpeechCodeProvider {
 };
 
 PluginDescriptor describe() {
-  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.3.0",  // 1.1: mlm_target, valid-frame noise scale; 1.2: random state kept for resume; 1.3: masks and distractors drawn on the device
+  return describe_plugin<W2vBertLoss>(PluginKind::Loss, "w2v_bert", "1.3.1",  // 1.1: mlm_target, valid-frame noise scale; 1.2: random state kept for resume; 1.3: masks and distractors drawn on the device; 1.3.1: the core's masked_prediction
       "w2v-BERT (Chung et al. 2021): span masking, Gumbel quantizer, InfoNCE at the top of the speech encoder, "
       "masked prediction of code ids at the top of the shared encoder",
       OptionSchema()
