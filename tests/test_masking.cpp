@@ -328,7 +328,7 @@ TEST_CASE("span_mask_text: each row's budget exactly, in valid positions, and ev
     REQUIRE(m.inputs.dtype() == torch::kInt64);
     REQUIRE(m.targets.dtype() == torch::kBool);
     REQUIRE(m.replaced.dtype() == torch::kInt8);
-    REQUIRE(m.positions.sizes() == torch::IntArrayRef({L > 0 ? static_cast<std::int64_t>(lengths.size()) : 0, 15}));
+    REQUIRE(m.positions.sizes() == torch::IntArrayRef({static_cast<std::int64_t>(lengths.size()), 15}));
     REQUIRE(m.position_valid.sizes() == m.positions.sizes());
     std::int64_t run_count = 0;
     for (std::size_t b = 0; b < lengths.size(); ++b) {
@@ -564,6 +564,10 @@ TEST_CASE("span_mask_text refuses tokens and lengths of the wrong shape", "[mask
   CHECK_THROWS_AS(span_mask_text(tokens.flatten(), torch::tensor({5, 5}), {}, kMask, kFirst, kEnd), std::invalid_argument);
   CHECK_THROWS_AS(span_mask_text(tokens, torch::tensor({5}), {}, kMask, kFirst, kEnd), std::invalid_argument);
   CHECK_THROWS_AS(span_mask_text(tokens, torch::full({2, 1}, 5), {}, kMask, kFirst, kEnd), std::invalid_argument);
+  // A budget above the row has no placement.
+  TextMaskingOptions too_much;
+  too_much.budget = 1.5;
+  CHECK_THROWS_AS(span_mask_text(tokens, torch::tensor({5, 5}), too_much, kMask, kFirst, kEnd), std::invalid_argument);
   // No rows, or rows of no tokens: nothing selected.
   auto empty = span_mask_text(torch::zeros({0, 4}, torch::kInt64), torch::zeros({0}, torch::kInt64), {}, kMask, kFirst, kEnd);
   CHECK(empty.targets.numel() == 0);
@@ -600,6 +604,11 @@ TEST_CASE("masked_prediction equals the cross-entropy, accuracy and majority ove
   again.loss.backward();
   CHECK(torch::isfinite(poisoned.grad()).all().item<bool>());
   CHECK(poisoned.grad().index({~counted}).abs().sum().item<double>() == 0.0);
+  // Uncounted targets may be padding ids out of range.
+  auto padded_targets = targets.masked_fill(~counted, -100);
+  CHECK(masked_prediction(logits, padded_targets, counted).loss.item<double>() == Approx(out.loss.item<double>()).epsilon(1e-6));
+  // Half-precision logits: the counts and sums are float32.
+  CHECK(masked_prediction(logits.detach().to(torch::kBFloat16), targets, counted).count.dtype() == torch::kFloat32);
   // Grouped targets (B, T, G) with one softmax per group.
   auto grouped = masked_prediction(logits.view({B, 2, T / 2, V}), targets.view({B, 2, T / 2}), counted.view({B, 2, T / 2}));
   CHECK(grouped.loss.item<double>() == Approx(out.loss.item<double>()).epsilon(1e-6));

@@ -23,9 +23,12 @@ MaskedPrediction masked_prediction(const torch::Tensor& logits, const torch::Ten
     throw std::invalid_argument("masked_prediction: logits " + shape_of(logits) + ", targets " + shape_of(targets) +
                                 " and counted " + shape_of(counted) + " must be (..., V), (...) and (...)");
   const auto V = logits.size(-1);
-  auto flat_targets = targets.reshape({-1}).to(torch::kLong);
   auto flat_counted = counted.reshape({-1}).to(torch::kBool);
-  auto weights = flat_counted.to(logits.scalar_type());
+  // Uncounted targets may be anything (padding ids): 0 keeps cross_entropy and scatter_add in range.
+  auto flat_targets = torch::where(flat_counted, targets.reshape({-1}).to(torch::kLong), torch::zeros({}, targets.options().dtype(torch::kLong)));
+  // Sums in float32 at least: half precision counts exactly only to 2048 (bfloat16 to 256).
+  const auto sum_type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat32;
+  auto weights = flat_counted.to(sum_type);
   MaskedPrediction out;
   out.count = weights.sum();
   const auto denominator = out.count.clamp_min(1.0);
@@ -33,7 +36,7 @@ MaskedPrediction masked_prediction(const torch::Tensor& logits, const torch::Ten
   // The logits of uncounted positions are zeroed before the softmax, not only their losses after it: the
   // softmax's backward multiplies by its output, so a NaN there would reach the gradient through a zero.
   auto flat_logits = torch::where(flat_counted.unsqueeze(-1), logits.reshape({-1, V}), torch::zeros({}, logits.options()));
-  auto ce = F::cross_entropy(flat_logits, flat_targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  auto ce = F::cross_entropy(flat_logits, flat_targets, F::CrossEntropyFuncOptions().reduction(torch::kNone)).to(sum_type);
   out.loss = torch::where(flat_counted, ce, torch::zeros({}, ce.options())).sum() / denominator;
   auto right = (flat_logits.detach().argmax(-1) == flat_targets).to(weights.scalar_type());
   out.accuracy = (right * weights).sum() / denominator;

@@ -87,6 +87,8 @@ torch::Tensor sample_span_lengths(const TextMaskingOptions& o, torch::IntArrayRe
 
 TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& o,
                            std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular) {
+  // Above 1 a row's budget exceeds its tokens and the placement below has no room for the spans.
+  if (!(o.budget >= 0 && o.budget <= 1)) throw std::invalid_argument("span_mask_text: budget must be in [0, 1]");
   if (end_regular <= first_regular) throw std::invalid_argument("span_mask_text: empty range of regular tokens");
   if (tokens.dim() != 2) throw std::invalid_argument("span_mask_text: tokens must be (B, L)");
   if (lengths.dim() != 1 || lengths.size(0) != tokens.size(0))

@@ -48,8 +48,8 @@ class Loss : public Component {
   /// here reaches the user with the objective's name and the step.
   virtual LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) = 0;
 
-  /// Resume: the state of the random streams this loss draws from itself (masks, distractors, negatives),
-  /// as text; every checkpoint keeps it, and `workbench resume` gives it back through restore_random_state,
+  /// Resume: the state of any random stream this loss draws from itself (the built-in losses draw their
+  /// masks, distractors and negatives from torch's generators instead), as text; every checkpoint keeps it, and `workbench resume` gives it back through restore_random_state,
   /// so that a resumed run draws what an uninterrupted one would. engine_state() (random_state.h) writes a
   /// std::mt19937_64's. Empty (the default): the loss draws nothing of its own; torch's generators (dropout,
   /// Gumbel noise) are the trainer's to keep.

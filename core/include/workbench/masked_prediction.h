@@ -10,12 +10,12 @@ struct MaskedPrediction {
   torch::Tensor loss;               ///< () mean cross-entropy over the counted positions, in the graph; 0 when none count
   torch::Tensor accuracy;           ///< () share of the counted positions whose argmax is the target (detached)
   torch::Tensor majority_accuracy;  ///< () share of the counted positions holding their most frequent target (detached)
-  torch::Tensor count;              ///< () float: positions counted
+  torch::Tensor count;              ///< () float32 (float64 for double logits): positions counted
 };
 
 /// Cross-entropy, accuracy and the most-frequent-target baseline of `logits` (..., V) against `targets`
-/// (...) int64 in [0, V), over the positions where `counted` (...) bool is true; the three share their
-/// leading shape and device. Positions that do not count pass no gradient, even a NaN one (a `where`, not
+/// (...) integer (in [0, V) where counted) over the positions where `counted` (...) bool is true; the
+/// three share their leading shape and device. Positions that do not count pass no gradient, even a NaN one (a `where`, not
 /// a product). Throws std::invalid_argument when the shapes disagree.
 MaskedPrediction masked_prediction(const torch::Tensor& logits, const torch::Tensor& targets,
                                    const torch::Tensor& counted);

@@ -42,10 +42,10 @@ enum class SpanLength {
 };
 
 struct TextMaskingOptions {
-  double budget = 0.15;          ///< share of each row's tokens to select (at least one)
+  double budget = 0.15;          ///< share of each row's tokens to select (at least one), in [0, 1]
   SpanLength span = SpanLength::ClippedGeometric;
   double geometric_p = 0.2;      ///< ClippedGeometric: span lengths ~ Geometric(p) on {1, 2, ...}
-  std::int64_t max_span = 10;    ///< ClippedGeometric: clipped (by rejection, i.e. renormalised) to [1, max_span]
+  std::int64_t max_span = 10;    ///< ClippedGeometric: truncated (renormalised) to [1, max_span]
   double span_length = 0;        ///< Fixed and Geometric: the (mean) span length, >= 1
   // Every span is also cut to what is left of the row's budget, so the last one may be shorter.
   double mask_share = 0.8;       ///< per span: replace with [MASK] ...
@@ -71,7 +71,7 @@ struct TextMasking {
 /// replaced as a whole by [MASK] (80%), random tokens from [first_regular, end_regular) (10%) or kept (10%).
 /// `tokens` (B, L) int64 and `lengths` (B) on one device; everything is drawn there from torch's default
 /// generator for it, by tensor ops (no host round trip), so the trainer's checkpointed generator state makes
-/// a resumed run draw the same masks. Throws std::invalid_argument for an empty regular range, tokens
+/// a resumed run draw the same masks. Throws std::invalid_argument for a budget outside [0, 1], an empty regular range, tokens
 /// that are not 2-D, lengths that are not (B), or span options sample_span_lengths refuses.
 TextMasking span_mask_text(const torch::Tensor& tokens, const torch::Tensor& lengths, const TextMaskingOptions& options,
                            std::int64_t mask_id, std::int64_t first_regular, std::int64_t end_regular);

@@ -25,6 +25,7 @@ class SpanBertLoss final : public Loss {
     if (ctx.text_vocab_size <= 0)
       throw ConfigError("[" + o.section() + "]: span_bert needs [model.text_embedding] (no text vocabulary)");
     masking_.budget = o.get_float("mask_rate");
+    if (!(masking_.budget >= 0 && masking_.budget <= 1)) o.fail("mask_rate", "must be in [0, 1]");
     masking_.geometric_p = o.get_float("span_p");
     masking_.max_span = o.get_int("max_span");
     const std::string& shape = o.get_string("span_shape");
