@@ -314,6 +314,9 @@ int run_command(const RunArgs& args) {
     overrides.push_back("init.from_run=" + std::to_string(*args.eval_from_run));
     overrides.push_back("init.which=\"" + args.eval_which + "\"");
     overrides.push_back("init.components=[\"all\"]");
+    // Nothing is trained, so no best checkpoint is kept: the experiment's keep_best may name data that this
+    // evaluation does not read (the dev split, when its evaluator is pointed at test).
+    overrides.push_back("trainer.keep_best=\"\"");
   }
   Runner runner(factory, RunnerOptions()
                              .overrides(overrides)

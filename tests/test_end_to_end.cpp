@@ -314,6 +314,11 @@ shuffle = false
   REQUIRE(parent_cer);
   REQUIRE(eval_cer);
   CHECK(std::stod(*eval_cer) == Approx(std::stod(*parent_cer)).margin(1e-9));
+  // An evaluation keeps no best checkpoint, so a keep_best on data it does not evaluate is no error.
+  CommandResult elsewhere = run_workbench(dir, {"eval", exp, "--from-run", id, "--db", db, "--set",
+                                                "trainer.keep_best=\"test/cer\""});
+  INFO(elsewhere.err);
+  CHECK(elsewhere.exit_code == 0);
   // SQL reaches the parent's config and metrics from the child.
   CHECK(scalar(store, "SELECT count(*) FROM run_parents WHERE child_id = " + eid + " AND parent_config_toml LIKE "
                       "'%[objectives.%'") == std::optional<std::string>("1"));
