@@ -49,8 +49,9 @@ class Loss : public Component {
   virtual LossOutput compute(const Batch& batch, ModelParts& model, const StepInfo& step) = 0;
 
   /// Resume: the state of any random stream this loss draws from itself (the built-in losses draw their
-  /// masks, distractors and negatives from torch's generators instead), as text; every checkpoint keeps it, and `workbench resume` gives it back through restore_random_state,
-  /// so that a resumed run draws what an uninterrupted one would. engine_state() (random_state.h) writes a
+  /// masks, distractors and negatives from torch's generators instead), as text; every checkpoint keeps
+  /// it, and `workbench resume` gives it back through restore_random_state, so that a resumed run draws
+  /// what an uninterrupted one would. engine_state() (random_state.h) writes a
   /// std::mt19937_64's. Empty (the default): the loss draws nothing of its own; torch's generators (dropout,
   /// Gumbel noise) are the trainer's to keep.
   virtual std::string random_state() const { return {}; }

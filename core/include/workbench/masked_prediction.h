@@ -15,8 +15,10 @@ struct MaskedPrediction {
 
 /// Cross-entropy, accuracy and the most-frequent-target baseline of `logits` (..., V) against `targets`
 /// (...) integer (in [0, V) where counted) over the positions where `counted` (...) bool is true; the
-/// three share their leading shape and device. Positions that do not count pass no gradient, even a NaN one (a `where`, not
-/// a product). Throws std::invalid_argument when the shapes disagree.
+/// three share their leading shape and device. The loss is BERT's masked-LM objective (Devlin et al. 2019,
+/// section 3.1) as SpanBERT, TLM and w2v-BERT's masked prediction use it. Positions that do not count
+/// pass no gradient, even a NaN one (a `where`, not a product). Throws std::invalid_argument when the
+/// shapes disagree.
 MaskedPrediction masked_prediction(const torch::Tensor& logits, const torch::Tensor& targets,
                                    const torch::Tensor& counted);
 

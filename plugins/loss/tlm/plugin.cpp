@@ -117,7 +117,8 @@ class TlmLoss final : public Loss {
 
     // The masked tokens packed to the front of each row, (B, K), weighed by position_valid.
     auto text_logits = heads_->text_head(gather_positions(joint.text(), masked_text.positions));  // (B, K, V)
-    auto text_prediction = masked_prediction(text_logits, tokens.gather(1, masked_text.positions), masked_text.position_valid);
+    auto text_prediction =
+        masked_prediction(text_logits, tokens.gather(1, masked_text.positions), masked_text.position_valid);
     auto loss = text_prediction.loss;
 
     torch::Tensor speech_loss, speech_accuracy;

@@ -1,5 +1,6 @@
 #pragma once
-// TLM's masking of the speech side, kept apart from the plugin so that tests can check it directly. Compiled into the tlm plugin (and into test_tlm).
+// TLM's masking of the speech side, kept apart from the plugin so that tests can check it directly.
+// Compiled into the tlm plugin (and into test_tlm).
 #include <cstdint>
 
 #include <torch/types.h>
